@@ -1,0 +1,458 @@
+"""One typed configuration for every entry point.
+
+Loaded from ``params/<file>.yaml`` (optionally chaining ``base: other.yaml``) plus dotted
+``key=value`` overrides, validated on load: an unknown key, a wrong type or an out-of-range
+value raises :class:`ConfigError` naming the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from amnet.errors import ConfigError
+
+__all__ = ["Config", "ConfigError", "from_dict", "load_config"]
+
+
+def _f(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+       le: float | None = None, lt: float | None = None, factory: Any = None, help: str = "") -> Any:
+    """A dataclass field carrying its valid range (checked by :func:`validate`)."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded synthetic feature set (THUMOS14-shaped, see ``amnet.data.synthetic``)."""
+
+    n_train: int = _f(60, ge=1, help="videos in the training subset")
+    n_test: int = _f(40, ge=1, help="videos in the test subset")
+    num_classes: int = _f(20, ge=2)
+    feature_dim: int = _f(256, ge=4)
+    fps: float = _f(30.0, gt=0)
+    duration_scale: float = _f(0.25, gt=0, le=1.0,
+                               help="scale on THUMOS14 video durations to keep CPU runs short")
+    blur: float = _f(1.5, ge=0, help="temporal blur (snippets, gaussian sigma) between neighbours")
+    background_similarity: float = _f(0.35, ge=0, le=1, help="how much background resembles the video's class")
+    confusion: float = _f(0.45, ge=0, le=1, help="weight shared between confusable class pairs")
+    noise: float = _f(0.6, ge=0)
+    seed: int = _f(0)
+
+
+@dataclass
+class DataConfig:
+    """Where the features live and how snippets map to seconds."""
+
+    name: str = "synthetic"
+    source: Literal["synthetic", "release"] = "synthetic"
+    release_dir: str = _f("", help="folder of <video_id>.npy when source=release")
+    release_annotations: str = _f("", help="ActivityNet-style JSON when source=release")
+    root: str = _f("data/features", help="prepared feature set: <video>.npy + annotations.json + manifest.json")
+    feature_dim: int = _f(256, ge=1)
+    num_classes: int = _f(20, ge=1)
+    stride: int = _f(4, ge=1, help="frames between consecutive snippets")
+    window: int = _f(16, ge=1, help="frames per snippet")
+    default_fps: float = _f(30.0, gt=0, help="used when a video has no fps field")
+    train_subset: str = "Validation"
+    test_subset: str = "Test"
+    max_seq_len: int = _f(768, ge=8, help="training crop length in snippets")
+    trunc_thresh: float = _f(0.5, ge=0, le=1, help="keep a cropped action if this share of it survives")
+    crop_ratio_min: float = _f(0.9, gt=0, le=1)
+    segment_policy: Literal["clip", "reject"] = _f("clip", help="segments outside [0, duration]")
+    synthetic: SyntheticConfig = _f(factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    """AMNet architecture and the ablation switches of Tables 2-3."""
+
+    ame: bool = True
+    ame_layers: int = _f(2, ge=1, help="K in Eq. 1")
+    gam: bool = _f(True, help="False: per-level self-attention only, no groups")
+    self_attention: bool = _f(True, help="False: no attention at all (Table 2 baseline)")
+    gam_depth: int = _f(2, ge=1, help="attention layers per level / cross-attention blocks")
+    fpn_levels: int = _f(6, ge=2, help="K pyramid levels, each half as long")
+    short_levels: int = _f(0, ge=0, help="levels in the long-T group; 0 = K//2 (Eq. 7)")
+    embed_dim: int = _f(256, ge=8)
+    n_heads: int = _f(4, ge=1)
+    mlp_ratio: float = _f(4.0, gt=0)
+    head_layers: int = _f(2, ge=1, help="K in Eq. 9")
+    head_kernel: int = _f(3, ge=1)
+    matching_head: bool = True
+    dropout: float = _f(0.0, ge=0, lt=1)
+    center_radius: float = _f(1.5, ge=0, help="center-sampling radius in level strides")
+    regression_ranges: list[list[float]] = _f(factory=lambda: [
+        [0, 4], [4, 8], [8, 16], [16, 32], [32, 64], [64, 10000]])
+    prior_prob: float = _f(0.01, gt=0, lt=1)
+
+
+@dataclass
+class LossConfig:
+    """Eq. 11-12 and the triplet loss of Eq. 2-3."""
+
+    lambda1: float = _f(1.0, ge=0)
+    lambda2: float = _f(1.0, ge=0)
+    triplet_margin: float = _f(1.0, ge=0, help="alpha in Eq. 3")
+    focal_alpha: float = _f(0.25, ge=0, le=1)
+    focal_gamma: float = _f(2.0, ge=0)
+    label_smoothing: float = _f(0.0, ge=0, lt=1)
+    matching: Literal["l2", "l1", "bce"] = "l2"
+    norm_momentum: float = _f(0.9, ge=0, lt=1, help="moving average of the positive count")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (§4.2)."""
+
+    epochs: int = _f(12, ge=1)
+    batch_size: int = _f(4, ge=1)
+    lr: float = _f(1e-4, gt=0)
+    weight_decay: float = _f(5e-2, ge=0)
+    warmup_epochs: float = _f(1.0, ge=0)
+    eta_min: float = _f(1e-8, ge=0)
+    clip_grad: float = _f(1.0, ge=0, help="0 disables clipping")
+    ema: bool = False
+    ema_decay: float = _f(0.999, gt=0, lt=1)
+    seed: int = 0
+    loader_workers: int = _f(0, ge=0)
+    device: str = _f("auto", help="auto | cpu | cuda | cuda:N")
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    eval_every: int = _f(1, ge=0, help="epochs between validation mAP; 0 = only at the end")
+    checkpoint_dir: str = "outputs/checkpoints"
+
+
+@dataclass
+class InferConfig:
+    """Decoding (Eq. 13-14) and Soft-NMS."""
+
+    confidence: Literal["sigmoid", "sigmoid*sigmoid", "sigmoid*tanh"] = "sigmoid*tanh"
+    pre_nms_thresh: float = _f(1e-3, ge=0, le=1)
+    pre_nms_topk: int = _f(2000, ge=1)
+    min_duration: float = _f(0.05, ge=0, help="seconds")
+    nms_sigma: float = _f(0.5, gt=0)
+    nms_iou_thresh: float = _f(0.1, ge=0, le=1, help="overlap below which no decay is applied")
+    min_score: float = _f(1e-3, ge=0)
+    max_detections: int = _f(200, ge=1)
+    class_aware: bool = True
+    video_scores: str = _f("", help="external video-level class scores JSON (ActivityNet fusion)")
+    video_topk: int = _f(2, ge=1, help="classes taken from external scores per video")
+
+
+@dataclass
+class EvalConfig:
+    tiou: list[float] = _f(factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
+    subset: str = "Test"
+
+
+@dataclass
+class RayConfig:
+    """Ray Train scaling and fault tolerance."""
+
+    address: str = _f("", help="existing cluster; empty = RAY_ADDRESS or a local cluster")
+    num_workers: int = _f(1, ge=0, help="0 = plain in-process engine, no Ray")
+    use_gpu: bool = False
+    cpus_per_worker: float = _f(1.0, gt=0)
+    gpus_per_worker: float = _f(0.0, ge=0)
+    local_cpus: int = _f(0, ge=0, help="CPUs for a local cluster; 0 = os.cpu_count()")
+    max_failures: int = _f(1, ge=-1)
+    storage_path: str = "outputs/ray_results"
+    run_name: str = _f("", help="reuse only to resume a crashed run; empty = fresh name")
+    startup_timeout_s: float = _f(60.0, gt=0)
+
+
+@dataclass
+class SweepConfig:
+    """Ray Tune + Optuna search (Table 5 and GAM depth)."""
+
+    num_samples: int = _f(4, ge=1)
+    max_concurrent: int = _f(2, ge=1)
+    epochs: int = _f(4, ge=1)
+    grace_period: int = _f(1, ge=1)
+    reduction_factor: int = _f(2, ge=2)
+    seed: int = 0
+    lambda1: list[float] = _f(factory=lambda: [0.5, 2.0])
+    lambda2: list[float] = _f(factory=lambda: [0.5, 2.0])
+    gam_depth: list[int] = _f(factory=lambda: [1, 3])
+    lr: list[float] = _f(factory=list, help="[low, high] log-uniform; empty = fixed")
+    weight_decay: list[float] = _f(factory=list, help="[low, high] log-uniform; empty = fixed")
+    workers_per_trial: int = _f(1, ge=1, help=">1 runs a TorchTrainer inside each trial")
+    cpus_per_trial: float = _f(1.0, gt=0)
+    gpus_per_trial: float = _f(0.0, ge=0)
+    best_params_out: str = "params/best.yaml"
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow."""
+
+    tracking_uri: str = _f("", help="empty = MLFLOW_TRACKING_URI or sqlite:///<repo>/.mlflow/mlflow.db")
+    artifact_root: str = _f(".mlflow/artifacts")
+    experiment: str = "amnet"
+    registered_model: str = "amnet-tal"
+    champion_alias: str = "champion"
+
+
+@dataclass
+class Config:
+    """Everything an entry point needs; built once and passed down."""
+
+    data: DataConfig = _f(factory=DataConfig)
+    model: ModelConfig = _f(factory=ModelConfig)
+    loss: LossConfig = _f(factory=LossConfig)
+    train: TrainConfig = _f(factory=TrainConfig)
+    infer: InferConfig = _f(factory=InferConfig)
+    eval: EvalConfig = _f(factory=EvalConfig)
+    ray: RayConfig = _f(factory=RayConfig)
+    sweep: SweepConfig = _f(factory=SweepConfig)
+    tracking: TrackingConfig = _f(factory=TrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys → values (for MLflow params)."""
+        return flatten(self.to_dict())
+
+    def replace(self, *overrides: str) -> Config:
+        """A copy with dotted ``key=value`` overrides applied and validated."""
+        data = self.to_dict()
+        for item in overrides:
+            _apply_override(data, item, "<override>")
+        return from_dict(data, "<override>")
+
+
+# --------------------------------------------------------------------------- loading
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a params file, merging any ``base:`` chain underneath it."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base:' chain")
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base:
+        merged = _read_yaml(path.parent / base, (*seen, path))
+        _deep_merge(merged, raw)
+        return merged
+    return raw
+
+
+def _deep_merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_merge(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def _apply_override(data: dict[str, Any], item: str, source: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"{source}: override {item!r} is not of the form key=value")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            raise ConfigError(f"{source}: unknown key {key!r}")
+        node = node[p]
+    if parts[-1] not in node:
+        raise ConfigError(f"{source}: unknown key {key!r}")
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = text
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build the config from a params file (``None`` = built-in defaults) and overrides."""
+    data = Config().to_dict()
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        file_data = _read_yaml(Path(path))
+        _check_keys(file_data, data, source, "")
+        _deep_merge(data, file_data)
+    for item in overrides:
+        _apply_override(data, item, f"{source} + override {item!r}")
+    return from_dict(data, source)
+
+
+def _check_keys(given: dict[str, Any], schema: dict[str, Any], source: str, prefix: str) -> None:
+    for k, v in given.items():
+        if k not in schema:
+            raise ConfigError(f"{source}: unknown key {prefix + k!r}")
+        if isinstance(schema[k], dict):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{source}: {prefix + k!r} must be a mapping, got {v!r}")
+            _check_keys(v, schema[k], source, f"{prefix}{k}.")
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Build and validate a :class:`Config` from nested plain data."""
+    cfg = _build(Config, data, source, "")
+    _check_consistency(cfg, source)
+    return cfg
+
+
+def _check_consistency(cfg: Config, source: str) -> None:
+    """Rules that tie several keys together."""
+    m = cfg.model
+    if len(m.regression_ranges) != m.fpn_levels:
+        raise ConfigError(f"{source}: 'model.regression_ranges' has {len(m.regression_ranges)} "
+                          f"entries, expected one per level (model.fpn_levels={m.fpn_levels})")
+    for i, r in enumerate(m.regression_ranges):
+        if len(r) != 2 or not r[0] < r[1]:
+            raise ConfigError(f"{source}: 'model.regression_ranges[{i}]' must be [low, high] "
+                              f"with low < high, got {r!r}")
+    if m.embed_dim % m.n_heads:
+        raise ConfigError(f"{source}: 'model.embed_dim' ({m.embed_dim}) must be divisible by "
+                          f"'model.n_heads' ({m.n_heads})")
+    if m.short_levels >= m.fpn_levels:
+        raise ConfigError(f"{source}: 'model.short_levels' must be < model.fpn_levels "
+                          f"({m.fpn_levels}), got {m.short_levels}")
+    if cfg.data.max_seq_len % (2 ** (m.fpn_levels - 1)):
+        raise ConfigError(f"{source}: 'data.max_seq_len' ({cfg.data.max_seq_len}) must be a "
+                          f"multiple of 2**(model.fpn_levels-1) = {2 ** (m.fpn_levels - 1)}")
+    if not cfg.eval.tiou or any(not 0 < t <= 1 for t in cfg.eval.tiou):
+        raise ConfigError(f"{source}: 'eval.tiou' must be a non-empty list in (0, 1], "
+                          f"got {cfg.eval.tiou!r}")
+    s = cfg.sweep
+    for key in ("lambda1", "lambda2", "gam_depth", "lr", "weight_decay"):
+        bounds = getattr(s, key)
+        if bounds and (len(bounds) != 2 or bounds[0] > bounds[1]):
+            raise ConfigError(f"{source}: 'sweep.{key}' must be [low, high] with low <= high "
+                              f"(or empty), got {bounds!r}")
+
+
+def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            raise ConfigError(f"{source}: unknown key {prefix + k!r}")
+    kwargs = {}
+    for name, f in names.items():
+        key = prefix + name
+        if name not in data:
+            continue
+        tp = hints[name]
+        value = data[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, source, key + ".")
+        else:
+            kwargs[name] = _coerce(value, tp, source, key)
+            _check_range(kwargs[name], f.metadata, source, key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{source}: {key!r} expects {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{source}: {key!r} must be one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise bad
+        (inner,) = typing.get_args(tp)[:1]
+        return [_coerce(v, inner, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, source, key)
+            except ConfigError:
+                continue
+        raise bad
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    if tp is type(None):
+        if value is None:
+            return None
+        raise bad
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_range(value: Any, meta: Any, source: str, key: str) -> None:
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if isinstance(v, list):
+            for x in v:
+                _check_range(x, meta, source, key)
+            continue
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            continue
+        for op, bound, ok in (("ge", meta.get("ge"), lambda a, b: a >= b),
+                              ("gt", meta.get("gt"), lambda a, b: a > b),
+                              ("le", meta.get("le"), lambda a, b: a <= b),
+                              ("lt", meta.get("lt"), lambda a, b: a < b)):
+            if bound is not None and not ok(v, bound):
+                sym = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
+                raise ConfigError(f"{source}: {key!r} must be {sym} {bound}, got {v!r}")
+
+
+def schema_help() -> str:
+    """A one-line-per-key description of every setting (for ``amnet config --help``)."""
+    lines = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, prefix + f.name + ".")
+            else:
+                lines.append(f"{prefix}{f.name}: {_type_name(tp)}  {f.metadata.get('help', '')}".rstrip())
+
+    walk(Config, "")
+    return "\n".join(lines)

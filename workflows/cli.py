@@ -1,0 +1,74 @@
+"""The ``amnet`` command line: one entry point, one option style.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; they are imported only when chosen, so ``amnet --help`` stays fast and
+``amnet eval`` never pays for importing Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name → (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "features": ("workflows.features", "build or import a feature set (synthetic or a release)"),
+    "extract": ("workflows.extract", "extract I3D features from raw videos"),
+    "train": ("workflows.train", "train AMNet (in-process, or on Ray Train with N workers)"),
+    "evaluate": ("workflows.evaluate", "run inference on a split and score it (pipeline stage)"),
+    "eval": ("workflows.eval_cmd", "score a predictions JSON against ground truth (mAP)"),
+    "detect": ("workflows.detect", "detect actions in feature files with a trained model"),
+    "sweep": ("workflows.sweep", "Ray Tune + Optuna search over lambda1, lambda2, GAM depth"),
+    "report": ("workflows.report", "paper-style tables and plots from the metrics"),
+    "promote": ("workflows.register", "register a model and move the champion alias if it wins"),
+    "analyze": ("workflows.analyze", "DETAD-style false-positive analysis and plots"),
+    "ui": ("workflows.ui", "open the MLflow UI on this project's tracking store"),
+    "config": ("workflows.config_cmd", "print the resolved configuration or the schema"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shared params/override options every config-driven command takes."""
+    parser.add_argument("-p", "--params", default="params/default.yaml",
+                        help="params YAML (default: %(default)s)")
+    parser.add_argument("-s", "--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="dotted override, e.g. -s loss.lambda1=2 (repeatable)")
+
+
+def build_parser(load: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amnet", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == load:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(chosen)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    from amnet.errors import AmnetError
+
+    try:
+        return int(module.run(args) or 0)
+    except AmnetError as e:  # expected, user-facing failures: one clear line, no traceback
+        logging.getLogger("amnet").error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
