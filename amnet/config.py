@@ -420,6 +420,10 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(map(str, typing.get_args(tp)))
+    if typing.get_origin(tp) in (list, tuple):
+        return f"list[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
     return getattr(tp, "__name__", str(tp))
 
 
