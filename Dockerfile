@@ -36,7 +36,7 @@ RUN pip install -e .
 COPY . .
 
 # The image carries no git history: let DVC run without an SCM (see the README).
-RUN if [ ! -d .git ]; then dvc init --no-scm -f -q 2>/dev/null || dvc config --local core.no_scm true; fi
+RUN if [ ! -d .git ]; then dvc config --local core.no_scm true; fi
 
 ENV MLFLOW_TRACKING_URI=sqlite:////app/.mlflow/mlflow.db
 CMD ["dvc", "repro"]
