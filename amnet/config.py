@@ -302,6 +302,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _deep_merge(data, file_data)
     for item in overrides:
         _apply_override(data, item, f"{source} + override {item!r}")
+    if overrides:
+        source = f"{source} + overrides {list(overrides)}"
     return from_dict(data, source)
 
 
