@@ -202,6 +202,29 @@ class TrackingConfig:
 
 
 @dataclass
+class ExtractConfig:
+    """I3D feature extraction from raw videos (``amnet extract``, see ``amnet.extract``)."""
+
+    video_dir: str = _f("data/videos", help="folder of source videos (not recursive)")
+    out_dir: str = _f("data/extracted", help="writes <video_id>.npy (T x C float32) + manifest.json")
+    extensions: list[str] = _f(factory=lambda: [".mp4", ".avi", ".mkv", ".mov", ".webm"],
+                               help="video file suffixes picked up in video_dir")
+    fps: float = _f(30.0, gt=0, help="target fps: frames are resampled to it by timestamp")
+    stride: int = _f(4, ge=1, help="frames (at the target fps) between snippets")
+    window: int = _f(16, ge=1, help="frames per snippet")
+    checkpoint: str = _f("", help="I3D RGB state dict (pytorch-i3d layout, e.g. rgb_imagenet.pt)")
+    allow_random_init: bool = _f(False, help="tests/smoke only: random weights when no checkpoint")
+    seed: int = _f(0, help="seed of the random init (allow_random_init only)")
+    resize: int = _f(256, ge=8, help="short side after resizing, pixels")
+    crop: int = _f(224, ge=8, help="centre crop side, pixels (<= resize); 224 for I3D")
+    width: float = _f(1.0, gt=0, le=1, help="encoder channel multiplier; <1 only for tests")
+    batch_size: int = _f(8, ge=1, help="windows per encoder batch")
+    device: str = _f("auto", help="auto | cpu | cuda | cuda:N")
+    on_error: Literal["skip", "fail"] = _f("skip", help="unreadable video: skip it or fail")
+    flow: Literal["off"] = _f("off", help="optical-flow stream: not supported yet (RGB only)")
+
+
+@dataclass
 class Config:
     """Everything an entry point needs; built once and passed down."""
 
@@ -214,6 +237,7 @@ class Config:
     ray: RayConfig = _f(factory=RayConfig)
     sweep: SweepConfig = _f(factory=SweepConfig)
     tracking: TrackingConfig = _f(factory=TrackingConfig)
+    extract: ExtractConfig = _f(factory=ExtractConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
