@@ -221,7 +221,7 @@ class ExtractConfig:
     batch_size: int = _f(8, ge=1, help="windows per encoder batch")
     device: str = _f("auto", help="auto | cpu | cuda | cuda:N")
     on_error: Literal["skip", "fail"] = _f("skip", help="unreadable video: skip it or fail")
-    flow: Literal["off"] = _f("off", help="optical-flow stream: not supported yet (RGB only)")
+    flow: bool = _f(False, help="optical-flow stream; only off/false is supported (RGB only)")
 
 
 @dataclass
