@@ -42,8 +42,10 @@ Only :func:`average_map_gain` needs :mod:`amnet.evaluation.map`; the rest is pla
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,11 +93,17 @@ class Instances:
 
 @dataclass(frozen=True)
 class Detections:
-    """Ground truth of one subset and the predictions on its videos, as index arrays."""
+    """Ground truth of one subset and the predictions to analyse, as index arrays.
+
+    ``videos[:n_subset_videos]`` are the subset's videos; any after them are videos that have
+    predictions but are outside the subset (no ground truth, so every prediction there is a
+    false positive, as the mAP evaluator scores it).
+    """
 
     subset: str
     videos: list[str]
-    classes: list[str]     # ground-truth labels of the subset, sorted
+    n_subset_videos: int
+    classes: list[str]     # ground-truth labels of the subset, sorted (then any kept extras)
     durations: np.ndarray  # (V,) seconds, NaN where the annotation file gives none
     gt: Instances
     pred: Instances
@@ -106,8 +114,7 @@ class Detections:
         return np.bincount(self.gt.label, minlength=len(self.classes))
 
     def with_predictions(self, idx: np.ndarray) -> Detections:
-        return Detections(self.subset, self.videos, self.classes, self.durations, self.gt,
-                          self.pred.take(idx))
+        return dataclasses.replace(self, pred=self.pred.take(idx))
 
     def results(self, keep: np.ndarray | None = None) -> dict[str, Any]:
         """Predictions (optionally a boolean or index selection) as an ActivityNet results dict."""
@@ -123,55 +130,68 @@ class Detections:
         return {"results": out}
 
 
+def _real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+
+
 def _segment(value: Any, where: str, error: type[Exception]) -> tuple[float, float]:
-    try:
-        s, e = (float(x) for x in value)
-    except (TypeError, ValueError):
-        raise error(f"{where}: 'segment' must be [start, end] in seconds, got {value!r}") from None
+    if not isinstance(value, list | tuple) or len(value) != 2 or not all(map(_real, value)):
+        raise error(f"{where}: 'segment' must be [start, end] in seconds, got {value!r}")
+    s, e = float(value[0]), float(value[1])
     if not (math.isfinite(s) and math.isfinite(e)) or e < s:
         raise error(f"{where}: 'segment' must be finite with start <= end, got {value!r}")
     return s, e
 
 
 def load_detections(gt: Mapping[str, Any], preds: Mapping[str, Any], *,
-                    subset: str = "Test") -> Detections:
+                    subset: str = "Test", lenient: bool = False,
+                    keep_unknown_labels: bool = False) -> Detections:
     """Parse an ActivityNet-style annotation dict and a results dict into index arrays.
 
     ``gt``: ``{"database": {video: {"subset", "duration", "annotations": [{"label",
     "segment"}]}}}``; ``preds``: ``{"results": {video: [{"label", "score", "segment"}]}}``.
-    Predictions on videos outside ``subset`` are ignored (logged), and so are predictions
-    of labels absent from the subset's ground truth (top-10G keeps none of them, rule 1).
+    The rules follow :mod:`amnet.evaluation.map`, so both count the same false positives:
+    ``subset`` is matched case-insensitively; predictions on videos outside the subset are
+    kept (false positives, DETAD's background); predictions whose label the ground truth uses
+    only outside the subset are dropped (no class to score; top-10G keeps none of them);
+    a label the ground truth never uses raises :class:`PredictionError` unless ``lenient``
+    (then dropped). ``keep_unknown_labels`` keeps every label (extra classes with G = 0), for
+    drawing a timeline.
 
     Raises :class:`DataError` / :class:`PredictionError` naming the video, entry and field.
     """
     db = gt.get("database") if isinstance(gt, Mapping) else None
     if not isinstance(db, Mapping):
         raise DataError("ground truth: expected a mapping with a 'database' of videos")
+    want = str(subset).lower()
     videos: list[str] = []
     durations: list[float] = []
     rows: list[tuple[int, float, float, str]] = []
+    all_labels: set[str] = set()
     for vid, v in db.items():
         if not isinstance(v, Mapping):
             raise DataError(f"ground truth video {vid!r}: expected a mapping, "
                             f"got {type(v).__name__}")
-        if v.get("subset") != subset:
-            continue
         anns = v.get("annotations", [])
         if not isinstance(anns, list):
             raise DataError(f"ground truth video {vid!r}: 'annotations' must be a list")
-        vi = len(videos)
-        videos.append(str(vid))
-        dur = v.get("duration")
-        durations.append(float(dur) if isinstance(dur, int | float) else math.nan)
+        in_subset = str(v.get("subset", "")).lower() == want
+        if in_subset:
+            videos.append(str(vid))
+            dur = v.get("duration")
+            durations.append(float(dur) if _real(dur) else math.nan)
         for k, ann in enumerate(anns):
             where = f"ground truth video {vid!r} annotation {k}"
             if not isinstance(ann, Mapping) or not isinstance(ann.get("label"), str):
                 raise DataError(f"{where}: expected a mapping with a string 'label'")
             s, e = _segment(ann.get("segment"), where, DataError)
-            rows.append((vi, s, e, ann["label"]))
+            all_labels.add(ann["label"])
+            if in_subset:
+                rows.append((len(videos) - 1, s, e, ann["label"]))
     if not videos:
         found = sorted({str(v.get("subset")) for v in db.values() if isinstance(v, Mapping)})
         raise DataError(f"ground truth: no video in subset {subset!r} (subsets present: {found})")
+    n_subset = len(videos)
     classes = sorted({r[3] for r in rows})
     cidx = {c: i for i, c in enumerate(classes)}
     vidx = {v: i for i, v in enumerate(videos)}
@@ -185,38 +205,54 @@ def load_detections(gt: Mapping[str, Any], preds: Mapping[str, Any], *,
     if not isinstance(res, Mapping):
         raise PredictionError("predictions: expected a mapping with 'results' of videos")
     p_rows: list[tuple[int, float, float, int, float]] = []
-    other_videos = unknown = 0
+    dropped = skipped = 0
     for vid, entries in res.items():
         if not isinstance(entries, list):
             raise PredictionError(f"predictions video {vid!r}: expected a list of detections")
-        if vid not in vidx:
-            other_videos += 1
-            continue
         for k, d in enumerate(entries):
             where = f"predictions video {vid!r} entry {k}"
             if not isinstance(d, Mapping) or not isinstance(d.get("label"), str):
                 raise PredictionError(f"{where}: expected a mapping with a string 'label'")
             score = d.get("score")
-            if isinstance(score, bool) or not isinstance(score, int | float) \
-                    or not math.isfinite(score):
+            if not _real(score) or not math.isfinite(score):
                 raise PredictionError(f"{where}: 'score' must be a finite number, got {score!r}")
             s, e = _segment(d.get("segment"), where, PredictionError)
-            if d["label"] not in cidx:
-                unknown += 1
-                continue
-            p_rows.append((vidx[vid], s, e, cidx[d["label"]], float(score)))
-    if other_videos:
-        log.warning("predictions: ignored %d video(s) not in ground-truth subset %r",
-                    other_videos, subset)
-    if unknown:
-        log.warning("predictions: ignored %d detection(s) whose label has no ground truth in %r",
-                    unknown, subset)
+            label = d["label"]
+            if label not in cidx:
+                if keep_unknown_labels:
+                    cidx[label] = len(classes)
+                    classes.append(label)
+                elif label in all_labels:
+                    dropped += 1
+                    continue
+                elif lenient:
+                    skipped += 1
+                    continue
+                else:
+                    raise PredictionError(f"{where}: label {label!r} is not a class of the "
+                                          "ground truth (use --lenient to skip such rows)")
+            if vid not in vidx:
+                vidx[vid] = len(videos)
+                videos.append(str(vid))
+                dur = db.get(vid, {}).get("duration") if isinstance(db.get(vid), Mapping) \
+                    else None
+                durations.append(float(dur) if _real(dur) else math.nan)
+            p_rows.append((vidx[vid], s, e, cidx[label], float(score)))
+    if len(videos) > n_subset:
+        log.info("predictions: %d video(s) outside subset %r; their detections are false "
+                 "positives", len(videos) - n_subset, subset)
+    if dropped:
+        log.info("predictions: dropped %d detection(s) of labels without ground truth in %r",
+                 dropped, subset)
+    if skipped:
+        log.warning("lenient: skipped %d detection(s) whose label is not a ground-truth class",
+                    skipped)
     pred_inst = Instances(
         video=np.array([r[0] for r in p_rows], dtype=np.int64),
         segments=np.array([r[1:3] for r in p_rows], dtype=np.float64).reshape(-1, 2),
         label=np.array([r[3] for r in p_rows], dtype=np.int64),
         score=np.array([r[4] for r in p_rows], dtype=np.float64))
-    return Detections(subset, videos, classes, np.array(durations), gt_inst, pred_inst)
+    return Detections(subset, videos, n_subset, classes, np.array(durations), gt_inst, pred_inst)
 
 
 # --------------------------------------------------------------------------- matching
@@ -397,7 +433,7 @@ def _gt_dict(det: Detections) -> dict[str, Any]:
     db: dict[str, Any] = {
         v: {"subset": det.subset, "annotations": [],
             **({} if math.isnan(d) else {"duration": float(d)})}
-        for v, d in zip(det.videos, det.durations, strict=True)}
+        for v, d in zip(det.videos[:det.n_subset_videos], det.durations, strict=False)}
     g = det.gt
     for i in range(len(g)):
         db[det.videos[g.video[i]]]["annotations"].append({
