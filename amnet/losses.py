@@ -1,0 +1,173 @@
+"""AMNet's losses: triplet (Eq. 2–3), focal, tIoU and matching (Eq. 11), total (Eq. 12).
+
+Conventions: point tensors are ``(B, N, ...)`` with all pyramid levels concatenated; distances
+are (start, end) offsets in snippets from the same point; sums over points are divided by the
+engine's moving average of the positive count (``normalizer``), so λ1 and λ2 mean the same at
+any batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch.nn import functional as F
+
+from amnet.model.assign import Targets
+from amnet.model.output import ModelOutput
+
+__all__ = [
+    "DetectionLosses",
+    "detection_losses",
+    "matching_loss",
+    "segment_tiou",
+    "sigmoid_focal_loss",
+    "tiou_loss",
+    "total_loss",
+    "triplet_loss",
+]
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """Element-wise sigmoid focal loss FL (Lin et al.), the ``FL(ŷ, y)`` of Eq. 11.
+
+    ``FL = −α_t (1 − p_t)^γ log p_t`` with ``p_t = p·y + (1−p)(1−y)``, ``α_t = α·y + (1−α)(1−y)``;
+    ``alpha < 0`` disables the α weighting. Soft (label-smoothed) targets are allowed.
+    Hand-written because torchvision (which has one) is not a dependency.
+    """
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+def segment_tiou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """tIoU of segments given as (d_s, d_e) distances from the same point: (..., 2) → (...).
+
+    ``inter = min(d̂_s, d_s) + min(d̂_e, d_e)`` (both segments contain the point),
+    ``union = (d̂_s + d̂_e) + (d_s + d_e) − inter``.
+    """
+    inter = (torch.minimum(pred[..., 0], target[..., 0])
+             + torch.minimum(pred[..., 1], target[..., 1]))
+    union = pred.sum(-1) + target.sum(-1) - inter
+    return inter / union.clamp(min=eps)
+
+
+def tiou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Element-wise ``1 − tIoU(B̂, B)`` (Eq. 11, L_reg)."""
+    return 1.0 - segment_tiou(pred, target)
+
+
+def matching_loss(match_logits: torch.Tensor, tiou: torch.Tensor,
+                  kind: Literal["l2", "l1", "bce"] = "l2") -> torch.Tensor:
+    """Element-wise matching loss (Eq. 11, L_mat) against the detached tIoU target.
+
+    ``l2``: ``(tanh(m̂) − tIoU)²`` (the paper's choice); ``l1``: ``|tanh(m̂) − tIoU|``;
+    ``bce``: binary cross-entropy of ``sigmoid(m̂)`` against tIoU (§4.5: BCE needs a
+    non-negative input, so sigmoid replaces tanh).
+    """
+    target = tiou.detach()
+    if kind == "l2":
+        return (torch.tanh(match_logits) - target) ** 2
+    if kind == "l1":
+        return (torch.tanh(match_logits) - target).abs()
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(match_logits, target, reduction="none")
+    raise ValueError(f"unknown matching loss {kind!r} (expected l2, l1 or bce)")
+
+
+def triplet_loss(f_mask: torch.Tensor, pos_mask: torch.Tensor, f_pos: torch.Tensor,
+                 f_pos_mask: torch.Tensor, f_neg: torch.Tensor, f_neg_mask: torch.Tensor,
+                 margin: float = 1.0) -> torch.Tensor:
+    """Mask representation loss, Eq. 2–3, with F_mask as the anchor.
+
+    Args:
+        f_mask: (B, C, T) ``F_mask = AME(F)``; pos_mask: (B, T) the steps inside actions.
+        f_pos: (B, C, T_P) ``F̂_pos = AME(F_pos)`` with mask (B, T_P);
+        f_neg: (B, C, T_N) ``F̂_neg = AME(F_neg)`` with mask (B, T_N).
+        margin: α of Eq. 3.
+
+    How the sets of different lengths are compared: every *action step* ``t`` of ``F_mask``
+    is an anchor; the positive and the negative are the video's action and background
+    prototypes, the masked means of ``F̂_pos`` and ``F̂_neg`` over time. Anchor and prototypes
+    are L2-normalised, as in the triplet loss the paper cites (FaceNet), so
+    ``d ∈ [0, 4]`` and α keeps one meaning whatever the feature scale, and AME cannot meet
+    the margin by simply inflating its output (which Eq. 4 adds to F). Per step
+    ``[d_pos − d_neg + α]+`` is averaged over the video's action steps, then over videos.
+
+    Why this choice: T_P and T_N differ, so Eq. 2's norms need a pooling. Pooling only the
+    sets (not the anchor) keeps a loss term per action step, so each step's mask must be
+    closer to the action prototype than to the background one — a per-step, action-aware
+    mask, which is what Eq. 4 applies — instead of constraining only one video-level mean.
+
+    Videos with no action step or no background step have no triplet and are left out; when
+    no video in the batch has one, the loss is a zero that still depends on ``f_mask`` (so
+    backward and DDP see the AME parameters).
+    """
+    def proto(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        w = m.to(x.dtype)[:, None]
+        return F.normalize((x * w).sum(-1) / w.sum(-1).clamp(min=1), dim=1)   # (B, C)
+
+    p, n = proto(f_pos, f_pos_mask), proto(f_neg, f_neg_mask)
+    anchor = F.normalize(f_mask, dim=1)                                         # (B, C, T)
+    d_pos = ((anchor - p[..., None]) ** 2).sum(1)                               # (B, T)
+    d_neg = ((anchor - n[..., None]) ** 2).sum(1)
+    per_step = F.relu(d_pos - d_neg + margin)
+    w = pos_mask.to(per_step.dtype)
+    per_video = (per_step * w).sum(1) / w.sum(1).clamp(min=1)
+    ok = f_pos_mask.any(1) & f_neg_mask.any(1) & pos_mask.any(1)
+    if not bool(ok.any()):
+        return f_mask.sum() * 0.0
+    return per_video[ok].mean()
+
+
+@dataclass
+class DetectionLosses:
+    """Detector losses for one batch, each already divided by the normaliser."""
+
+    cls: torch.Tensor
+    reg: torch.Tensor
+    mat: torch.Tensor
+    num_pos: int
+
+    def total(self, lambda1: float) -> torch.Tensor:
+        """The detector part of Eq. 12: ``L_cls + λ1 (L_reg + L_mat)``."""
+        return self.cls + lambda1 * (self.reg + self.mat)
+
+
+def detection_losses(out: ModelOutput, targets: Targets, normalizer: float, *,
+                     focal_alpha: float = 0.25, focal_gamma: float = 2.0,
+                     matching: Literal["l2", "l1", "bce"] = "l2") -> DetectionLosses:
+    """Eq. 11 summed over points and divided by ``normalizer``.
+
+    L_cls over every valid point and class; L_reg and L_mat over positive points only (only
+    they have a ground-truth boundary to measure tIoU against). ``L_mat`` is 0 without a
+    matching head.
+    """
+    valid = out.mask
+    pos = targets.pos & valid
+    num_pos = int(pos.sum())
+    cls = sigmoid_focal_loss(out.cls_logits[valid], targets.cls[valid], focal_alpha,
+                             focal_gamma).sum() / normalizer
+    pred, tgt = out.offsets[pos], targets.dist[pos]
+    tiou = segment_tiou(pred, tgt)
+    reg = (1.0 - tiou).sum() / normalizer
+    if num_pos == 0:  # keep the graph (DDP, AMP) but add nothing
+        reg = out.offsets.sum() * 0.0
+    mat = out.cls_logits.new_zeros(())
+    if out.match_logits is not None:
+        mat = matching_loss(out.match_logits[pos], tiou, matching).sum() / normalizer
+        if num_pos == 0:
+            mat = out.match_logits.sum() * 0.0
+    return DetectionLosses(cls=cls, reg=reg, mat=mat, num_pos=num_pos)
+
+
+def total_loss(det: DetectionLosses, trip: torch.Tensor | float, lambda1: float,
+               lambda2: float) -> torch.Tensor:
+    """Eq. 12: ``L = L_cls + λ1 (L_reg + L_mat) + λ2 L_trip``."""
+    return det.total(lambda1) + lambda2 * trip

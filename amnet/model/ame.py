@@ -1,0 +1,97 @@
+"""Action Masking Encoder (AME, Eq. 1 and 4) and the masked conv block it shares with the heads.
+
+Layout: tensors are ``(batch, channels, time)``; masks are ``(batch, time)`` booleans, True on
+valid (unpadded) steps. Every block keeps padded steps at exactly zero, so a zero-padded conv
+sees the same inputs at a valid step whether or not the batch carries extra padding: padded
+steps never change valid outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["AME", "ConvNormAct", "channel_layer_norm", "pack_steps"]
+
+
+def channel_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over the channels of a ``(B, C, T)`` tensor (ε of Eq. 1 and Eq. 9).
+
+    Per-step normalisation, unlike BatchNorm/GroupNorm, never mixes padded steps into the
+    statistics of valid ones.
+    """
+    return norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ConvNormAct(nn.Module):
+    """One ``σ(ε(Conv1d(x)))`` block (Eq. 1, Eq. 9); ``stride=2`` halves the length (FPN).
+
+    ``forward(x, mask)``: ``x`` (B, C_in, T) with padded steps zero, ``mask`` (B, T) → the
+    output (B, C_out, T') with padded steps zero and its mask (B, T'), ``T' = ceil(T / stride)``;
+    output step ``j`` is centred on input step ``j * stride``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kernel: int = 3, stride: int = 1) -> None:
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"conv kernel must be odd to keep steps centred, got {kernel}")
+        self.stride = stride
+        self.conv = nn.Conv1d(in_dim, out_dim, kernel, stride=stride, padding=kernel // 2)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv(x)
+        if self.stride > 1:
+            mask = mask[:, :: self.stride]
+        x = F.relu(channel_layer_norm(self.norm, x))
+        return x * mask[:, None].to(x.dtype), mask
+
+
+class AME(nn.Module):
+    """Action Masking Encoder, Eq. 1: ``AME(x) = Conv1d({σ(ε(Conv1d(x)))}×K)``.
+
+    Maps the video feature ``F`` (B, C, T) to the action-aware mask ``F_mask`` of the same
+    shape. ``K`` conv blocks of width ``hidden`` (kernel 3, so the mask sees its neighbours)
+    followed by a point-wise Conv1d back to ``C`` channels. The bottleneck width keeps the
+    encoder affordable at I3D's C = 2048 (the paper does not give AME's inner width).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            ConvNormAct(in_dim if i == 0 else hidden, hidden, kernel) for i in range(layers))
+        self.out = nn.Conv1d(hidden, in_dim, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``F_mask = AME(F)`` (Eq. 1): (B, C, T) → (B, C, T), padded steps zero."""
+        h = x
+        for block in self.blocks:
+            h, _ = block(h, mask)
+        return self.out(h) * mask[:, None].to(h.dtype)
+
+    def refine(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Eq. 4: ``F̂ = F + F_mask`` (action-aware attention, residual form)."""
+        return x + self(x, mask)
+
+
+def pack_steps(x: torch.Tensor, select: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather the selected steps of each video to the front, in time order (Eq. 1's F_pos/F_neg).
+
+    Args:
+        x: (B, C, T) features.
+        select: (B, T) bool, the steps to keep (e.g. inside a ground-truth action).
+
+    Returns:
+        ``packed`` (B, C, T_max) with each video's selected steps concatenated along time and
+        zero after them, and its mask (B, T_max), T_max = the largest selected count (≥ 1).
+    """
+    # A stable sort on "not selected" moves the selected steps to the front without
+    # reordering them: one vectorised gather instead of a Python loop over videos.
+    order = torch.sort((~select).to(torch.uint8), dim=1, stable=True).indices
+    count = select.sum(dim=1)
+    t_max = max(int(count.max()), 1) if count.numel() else 1
+    order = order[:, :t_max]
+    packed = x.gather(2, order[:, None, :].expand(-1, x.shape[1], -1))
+    mask = torch.arange(t_max, device=x.device)[None, :] < count[:, None]
+    return packed * mask[:, None].to(x.dtype), mask

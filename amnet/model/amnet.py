@@ -1,0 +1,130 @@
+"""AMNet: AME refinement → GAM → heads, with both training phases behind ``forward``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from amnet.config import ModelConfig
+from amnet.errors import ConfigError
+from amnet.losses import triplet_loss
+from amnet.model.ame import AME, pack_steps
+from amnet.model.assign import point_layout
+from amnet.model.gam import GAM
+from amnet.model.heads import Heads
+from amnet.model.output import ModelOutput
+
+__all__ = ["AMNet"]
+
+
+class AMNet(nn.Module):
+    """Action-aware Masking Network (§3).
+
+    ``forward(feats, mask, phase="detect")`` runs the detector: F (B, C, T) with mask (B, T)
+    (True = valid) → Eq. 4 refinement (if ``cfg.ame``) → GAM (Eq. 5–8) → heads (Eq. 9–10) →
+    :class:`ModelOutput`. ``forward(feats, mask, phase="mask", pos_mask=...)`` runs mask
+    representation learning and returns the scalar triplet loss (Eq. 1–3). Both phases go
+    through ``forward`` so DistributedDataParallel hooks see each (wrap it with
+    ``find_unused_parameters=True``: phase "mask" uses AME only).
+
+    Any T is accepted: inputs are zero-padded inside to a multiple of ``2**(levels-1)`` so
+    every level halves exactly; the output's ``mask`` marks the real points.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_dim: int, num_classes: int, *,
+                 triplet_margin: float = 1.0) -> None:
+        super().__init__()
+        if cfg.gam and not cfg.self_attention:
+            raise ConfigError("model.gam=true needs model.self_attention=true (the group "
+                              "attention works on self-attended levels); set both false for "
+                              "the attention-free baseline")
+        if cfg.head_kernel % 2 != 1:
+            raise ConfigError(f"model.head_kernel must be odd, got {cfg.head_kernel}")
+        self.cfg = cfg
+        self.in_dim = in_dim
+        self.num_classes = num_classes
+        self.levels = cfg.fpn_levels
+        self.triplet_margin = triplet_margin
+        self.ame = AME(in_dim, cfg.embed_dim, cfg.ame_layers) if cfg.ame else None
+        self.gam = GAM(in_dim, cfg.embed_dim, cfg.fpn_levels, heads=cfg.n_heads,
+                       depth=cfg.gam_depth, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
+                       self_attention=cfg.self_attention, group=cfg.gam,
+                       short_levels=cfg.short_levels)
+        self.heads = Heads(cfg.embed_dim, num_classes, cfg.fpn_levels, layers=cfg.head_layers,
+                           kernel=cfg.head_kernel, prior_prob=cfg.prior_prob,
+                           matching=cfg.matching_head)
+
+    # ------------------------------------------------------------------ parameter groups
+    def ame_parameters(self) -> list[nn.Parameter]:
+        """The parameters phase one (mask representation learning) updates."""
+        return [] if self.ame is None else list(self.ame.parameters())
+
+    # ------------------------------------------------------------------ forward
+    def _pad(self, feats: torch.Tensor, mask: torch.Tensor, pos_mask: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if feats.dim() != 3 or feats.shape[1] != self.in_dim:
+            raise ValueError(f"feats must be (B, {self.in_dim}, T), got {tuple(feats.shape)}")
+        if mask.shape != (feats.shape[0], feats.shape[2]):
+            raise ValueError(f"mask must be (B, T) = {(feats.shape[0], feats.shape[2])}, "
+                             f"got {tuple(mask.shape)}")
+        mult = 2 ** (self.levels - 1)
+        extra = -feats.shape[2] % mult
+        if extra:
+            feats = F.pad(feats, (0, extra))
+            mask = F.pad(mask, (0, extra), value=False)
+            if pos_mask is not None:
+                pos_mask = F.pad(pos_mask, (0, extra), value=False)
+        mask = mask.bool()
+        return feats * mask[:, None].to(feats.dtype), mask, pos_mask
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor, *, phase: str = "detect",
+                pos_mask: torch.Tensor | None = None) -> ModelOutput | torch.Tensor:
+        feats, mask, pos_mask = self._pad(feats, mask, pos_mask)
+        if phase == "mask":
+            if pos_mask is None:
+                raise ValueError("phase='mask' needs pos_mask (B, T): steps inside actions")
+            return self.mask_loss(feats, mask, pos_mask.bool() & mask)
+        if phase != "detect":
+            raise ValueError(f"phase must be 'detect' or 'mask', got {phase!r}")
+        return self.detect(feats, mask)
+
+    def mask_loss(self, feats: torch.Tensor, mask: torch.Tensor, pos_mask: torch.Tensor
+                  ) -> torch.Tensor:
+        """Eq. 1–3: ``F_mask = AME(F)``, ``F̂_pos = AME(F_pos)``, ``F̂_neg = AME(F_neg)`` → L_trip.
+
+        F_pos / F_neg are each video's action / background snippets concatenated along time
+        (:func:`pack_steps`); the three AME passes run as one batch of 3B.
+        """
+        if self.ame is None:
+            raise ValueError("phase='mask' needs the AME (model.ame=true)")
+        f_pos, m_pos = pack_steps(feats, pos_mask)
+        f_neg, m_neg = pack_steps(feats, mask & ~pos_mask)
+        t = max(feats.shape[2], f_pos.shape[2], f_neg.shape[2])
+
+        def fit(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return F.pad(x, (0, t - x.shape[2])), F.pad(m, (0, t - m.shape[1]), value=False)
+
+        xs, ms = zip(fit(feats, mask), fit(f_pos, m_pos), fit(f_neg, m_neg), strict=True)
+        out = self.ame(torch.cat(xs), torch.cat(ms)).chunk(3)
+        return triplet_loss(out[0], F.pad(pos_mask, (0, t - pos_mask.shape[1]), value=False),
+                            out[1], ms[1], out[2], ms[2], self.triplet_margin)
+
+    def detect(self, feats: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
+        """Detector pass (§3.3): padded (B, C, T), (B, T) → :class:`ModelOutput`."""
+        x = self.ame.refine(feats, mask) if self.ame is not None else feats
+        levels, masks = self.gam(x, mask)
+        cls, dist, match = [], [], []
+        for lvl, (f, m) in enumerate(zip(levels, masks, strict=True)):
+            c, d, s = self.heads(f, m, lvl)
+            cls.append(c)
+            dist.append(d * float(2 ** lvl))
+            match.append(s)
+        points, strides, level_ids, lengths = point_layout(feats.shape[2], self.levels,
+                                                           feats.device)
+        return ModelOutput(
+            cls_logits=torch.cat(cls, dim=1),
+            offsets=torch.cat(dist, dim=1),
+            match_logits=None if self.heads.match_block is None else torch.cat(match, dim=1),
+            points=points, strides=strides, level_ids=level_ids,
+            mask=torch.cat(masks, dim=1), level_lengths=lengths)
