@@ -147,7 +147,8 @@ def plot_per_class_ap(results: Mapping[str, Any], out_png: str | Path, out_csv: 
                    linewidth=0.4)
         what = f"AP@Avg (tIoU {span})" if label == "avg" else f"AP@tIoU={label}"
         _style(ax, f"{title}: {what}", "", "AP (%)")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 118)  # headroom for the legend above the 100 % line
+        ax.set_yticks(np.arange(0, 101, 20))
         ax.set_xticks(x, classes, rotation=45, ha="right", fontsize=8)
         ax.legend(fontsize=8, loc="upper right", ncol=min(len(names), 3), frameon=False)
     fig.tight_layout()
@@ -339,17 +340,23 @@ def plot_timeline(gt: Mapping[str, Any], preds: Mapping[str, Any], video_id: str
         ax.barh(lane_of[int(det.gt.label[i])] + 0.2, e - s, left=s, height=0.35, color="0.25")
     scores = det.pred.score[top]
     lo, hi = (float(scores.min()), float(scores.max())) if top.size else (0.0, 1.0)
-    for i in top:
+    labelled: dict[int, list[float]] = {}  # lane → x of score texts already drawn
+    for i in top:  # best first, so a crowded lane shows the best scores' texts
         s, e = det.pred.segments[i]
+        lane = lane_of[int(det.pred.label[i])]
         a = 0.35 + 0.65 * ((det.pred.score[i] - lo) / (hi - lo) if hi > lo else 1.0)
-        ax.barh(lane_of[int(det.pred.label[i])] - 0.2, max(e - s, duration * 2e-3), left=s,
-                height=0.35, color=TYPE_COLORS[type_names[int(codes[i])]], alpha=a,
-                edgecolor="black", linewidth=0.3)
-        ax.text(s, lane_of[int(det.pred.label[i])] - 0.2, f"{det.pred.score[i]:.2f}",
-                fontsize=6, va="center", ha="left")
-    _style(ax, f"{video_id}: ground truth vs top-{top.size} predictions", "Time (s)", "")
+        ax.barh(lane - 0.2, max(e - s, duration * 2e-3), left=s, height=0.35,
+                color=TYPE_COLORS[type_names[int(codes[i])]], alpha=a, edgecolor="black",
+                linewidth=0.3)
+        if all(abs(s - x) > 0.04 * duration for x in labelled.setdefault(lane, [])):
+            labelled[lane].append(s)
+            ax.text(s, lane - 0.44, f"{det.pred.score[i]:.2f}", fontsize=6, va="top",
+                    ha="left")
+    _style(ax, f"{video_id}: ground truth vs top-{top.size} predictions",
+           f"Time (s)  [upper bars: ground truth; lower bars: predictions, opacity ~ score, "
+           f"colour = error type at tIoU={tiou:g}]", "")
     ax.set_yticks(np.arange(len(lanes)), [det.classes[c] for c in lanes], fontsize=8)
-    ax.set_ylim(-0.6, max(len(lanes), 1) - 0.4)
+    ax.set_ylim(-0.75, max(len(lanes), 1) - 0.4)
     ax.set_xlim(0, duration)
     present = ["true_positive", *ERROR_TYPES]
     used = {type_names[int(codes[i])] for i in top}
@@ -370,14 +377,19 @@ def plot_timeline(gt: Mapping[str, Any], preds: Mapping[str, Any], video_id: str
 
 # --------------------------------------------------------------------------- all together
 
-def busiest_video(gt: Mapping[str, Any], subset: str) -> str:
-    """The subset's video with the most ground-truth instances (ties: smallest id)."""
+def example_video(gt: Mapping[str, Any], subset: str) -> str:
+    """A readable default for the timeline: the subset's annotated video with the most
+    distinct classes, then the fewest instances (ties: smallest id)."""
     db = gt.get("database", {}) if isinstance(gt, Mapping) else {}
-    cands = [(-len(v.get("annotations", [])), str(k)) for k, v in db.items()
-             if isinstance(v, Mapping) and v.get("subset") == subset]
+    cands = []
+    for k, v in db.items():
+        if isinstance(v, Mapping) and str(v.get("subset", "")).lower() == subset.lower():
+            anns = [a for a in v.get("annotations", []) if isinstance(a, Mapping)]
+            labels = {a.get("label") for a in anns}
+            cands.append((not anns, -len(labels), len(anns), str(k)))
     if not cands:
         raise DataError(f"ground truth: no video in subset {subset!r}")
-    return min(cands)[1]
+    return min(cands)[3]
 
 
 def write_all_plots(gt: Mapping[str, Any], preds: Mapping[str, Any], out_dir: str | Path, *,
@@ -389,8 +401,8 @@ def write_all_plots(gt: Mapping[str, Any], preds: Mapping[str, Any], out_dir: st
 
     ``compare``: other runs' predictions by name, drawn beside ``name`` in the per-class AP
     chart. The DETAD analysis counts errors at ``analysis_tiou`` and averages the mAP gain
-    over ``tiou``. ``video`` (default: the subset's video with most instances) is drawn as a
-    timeline. Returns ``{key: path}``; the keys are stable for DVC/MLflow wiring.
+    over ``tiou``. ``video`` (default: :func:`example_video`) is drawn as a timeline.
+    Returns ``{key: path}``; the keys are stable for DVC/MLflow wiring.
     """
     from amnet.evaluation.map import evaluate_detections
 
@@ -420,7 +432,7 @@ def write_all_plots(gt: Mapping[str, Any], preds: Mapping[str, Any], out_dir: st
                        per_class_csv=out / "pr_curves_per_class.csv", result=runs[name],
                        title=f"Precision-recall: {name}")
 
-    vid = video if video is not None else busiest_video(gt, subset)
+    vid = video if video is not None else example_video(gt, subset)
     paths["timeline"], paths["timeline_csv"] = plot_timeline(
         gt, preds, vid, out / "timeline.png", top_k=top_k, tiou=analysis_tiou,
         out_csv=out / "timeline.csv")
