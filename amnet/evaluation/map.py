@@ -1,0 +1,511 @@
+"""Detection mAP at tIoU thresholds, exactly as the ActivityNet detection protocol scores it.
+
+The rules (those of the public ``ANETdetection`` evaluator that THUMOS14 and ActivityNet papers
+report, written anew here and vectorised):
+
+1. Each class and each threshold is scored independently. A class's predictions are visited by
+   descending score with a **stable** sort (equal scores keep file order: the order of the
+   ``results`` mapping, then row order). Everything is float64.
+2. A prediction is a true positive iff some still-unmatched ground truth (GT) of the same class
+   in the same video has tIoU ≥ t (inclusive). It takes the one of highest tIoU, falling back to
+   the next best when that one is already taken; GTs of equal tIoU go in file order (the public
+   code leaves that tie to numpy's unstable ``argsort``, so no order can match it everywhere).
+   Each GT is matched at most once per threshold.
+3. Predictions on a video without GT of their class, or on a video outside the evaluated subset
+   (or absent from the GT file), are false positives. Nothing is clipped to [0, duration].
+4. AP is the all-points interpolated precision (each precision replaced by the maximum at equal
+   or higher recall) summed over the recall steps; no 11-point sampling, no merging of tied
+   scores. mAP@t is the mean over **all** classes that have GT in the subset (a class without
+   predictions scores 0); the average mAP is the mean over thresholds.
+
+Validation runs before scoring. A reversed segment (end < start), a non-finite score or
+boundary, or a label that the GT file never uses raises :class:`PredictionError` naming the video
+and row. ``lenient=True`` instead scores reversed and zero-length segments as false positives
+and skips unknown labels (counted in :attr:`MAPResult.n_skipped`), as the public evaluator
+effectively does. A label used by the GT file only outside the evaluated subset has no class to
+be scored in and is ignored, as its AP is not part of the mean.
+
+Speed: the greedy matching is sequential per (video, class, threshold), but its only state is
+which GTs are taken, so it runs in *rounds*: all candidate (prediction, GT) pairs with tIoU ≥ t
+of every class, video and threshold at once are sorted by (threshold, video-class group,
+prediction rank, −tIoU, GT index); in each round the first remaining pair of every group is the
+next true positive of that group (every pair before it was dropped because its GT was taken),
+and the pairs of taken GTs and of the matched prediction are dropped. Rounds ≤ the largest
+number of GTs in one (video, class); total work O(E log E + Σ_rounds |E_round|) for E candidate
+pairs, with no Python loop over predictions. AP is then one cumulative sum per class over all
+thresholds together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain, repeat
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amnet.errors import ConfigError, DataError, PredictionError
+from amnet.evaluation.tiou import pairwise_tiou
+
+__all__ = [
+    "ANET_TIOU",
+    "THUMOS_TIOU",
+    "MAPResult",
+    "default_tiou",
+    "evaluate_detections",
+    "evaluate_files",
+    "is_thumos_style",
+]
+
+log = logging.getLogger(__name__)
+
+THUMOS_TIOU: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+#: The public evaluator's own ``np.linspace(0.5, 0.95, 10)`` values (bit for bit: a tIoU that
+#: lands exactly on a threshold must be judged the same way).
+ANET_TIOU: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
+
+
+def tiou_key(t: float) -> str:
+    """``0.5`` → ``"0.5"``, ``0.6000000000000001`` → ``"0.6"`` (JSON keys, metric names)."""
+    return format(round(float(t), 6), "g")
+
+
+@dataclass
+class MAPResult:
+    """Scores of one predictions file; every AP/mAP is a fraction in [0, 1]."""
+
+    tiou: list[float]
+    mAP: dict[float, float]
+    average_mAP: float
+    per_class_AP: dict[float, dict[str, float]]
+    n_skipped: int = 0
+    #: predictions scored as false positives because their segment was reversed / zero-length
+    #: (lenient mode only; strict mode rejects reversed segments)
+    n_forced_fp: int = 0
+    n_predictions: int = 0
+    n_ground_truth: int = 0
+    classes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"mAP": {"0.3": …}, "average_mAP": …, "per_class_AP": {"0.5": {label: AP}}}``."""
+        return {
+            "mAP": {tiou_key(t): float(v) for t, v in self.mAP.items()},
+            "average_mAP": float(self.average_mAP),
+            "per_class_AP": {tiou_key(t): {c: float(a) for c, a in aps.items()}
+                             for t, aps in self.per_class_AP.items()},
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """Flat, MLflow-safe names: ``{"mAP_0.3": …, …, "average_mAP": …}``."""
+        out = {f"mAP_{tiou_key(t)}": float(v) for t, v in self.mAP.items()}
+        out["average_mAP"] = float(self.average_mAP)
+        return out
+
+    def table(self) -> str:
+        """A readable two-column table in percent, one row per threshold plus the average."""
+        lines = [f"{'tIoU':>6}  {'mAP (%)':>8}", f"{'-' * 6}  {'-' * 8}"]
+        lines += [f"{tiou_key(t):>6}  {100 * v:8.2f}" for t, v in self.mAP.items()]
+        lines += [f"{'-' * 6}  {'-' * 8}", f"{'avg':>6}  {100 * self.average_mAP:8.2f}"]
+        notes = [f"{self.n_ground_truth} GT instances in {len(self.classes)} classes, "
+                 f"{self.n_predictions} predictions scored"]
+        if self.n_skipped:
+            notes.append(f"{self.n_skipped} predictions with unknown labels skipped (lenient)")
+        if self.n_forced_fp:
+            notes.append(f"{self.n_forced_fp} reversed/zero-length segments scored as false "
+                         "positives (lenient)")
+        return "\n".join(lines + notes)
+
+
+# --------------------------------------------------------------------------- ground truth
+
+@dataclass
+class _GroundTruth:
+    classes: list[str]          # evaluated classes (GT in the subset), first-appearance order
+    label_index: dict[str, int]  # every label the GT file uses → index (evaluated ones first)
+    videos: dict[str, int]      # subset video id → index
+    segments: np.ndarray        # (G, 2) float64, file order
+    labels: np.ndarray          # (G,) int64 into classes
+    video: np.ndarray           # (G,) int64 into videos
+
+
+def _database(gt: Mapping[str, Any]) -> Mapping[str, Any]:
+    db = gt.get("database") if isinstance(gt, Mapping) else None
+    if not isinstance(db, Mapping):
+        raise DataError("ground truth: expected an ActivityNet-style object with a 'database' "
+                        "mapping (video id → {subset, annotations})")
+    return db
+
+
+def is_thumos_style(gt: Mapping[str, Any]) -> bool:
+    """Whether ``gt`` is THUMOS14-shaped, which decides the default thresholds.
+
+    Rule: a ``version`` naming THUMOS → yes, naming ActivityNet → no; otherwise yes unless a
+    video sits in an ActivityNet-named subset (``training`` or ``testing``, any case). THUMOS14
+    (``Validation`` + ``Test``) and this project's synthetic set are therefore THUMOS-style.
+    """
+    version = str(gt.get("version", "")).lower() if isinstance(gt, Mapping) else ""
+    if "thumos" in version:
+        return True
+    if "activitynet" in version:
+        return False
+    subsets = {str(v.get("subset", "")).lower() for v in _database(gt).values()
+               if isinstance(v, Mapping)}
+    return not subsets & {"training", "testing"}
+
+
+def default_tiou(gt: Mapping[str, Any]) -> list[float]:
+    """THUMOS14's 0.3:0.1:0.7 for THUMOS-style GT (:func:`is_thumos_style`), else 0.5:0.05:0.95."""
+    return list(THUMOS_TIOU if is_thumos_style(gt) else ANET_TIOU)
+
+
+def _finite_pair(value: Any) -> tuple[float, float] | None:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
+        return None
+    s, e = float(value[0]), float(value[1])
+    return (s, e) if math.isfinite(s) and math.isfinite(e) else None
+
+
+def _parse_ground_truth(gt: Mapping[str, Any], subset: str) -> _GroundTruth:
+    db = _database(gt)
+    want = subset.lower()
+    classes: dict[str, int] = {}
+    other_labels: list[str] = []
+    videos: dict[str, int] = {}
+    segs: list[tuple[float, float]] = []
+    labels: list[int] = []
+    vids: list[int] = []
+    for vid, v in db.items():
+        if not isinstance(v, Mapping):
+            raise DataError(f"ground truth: video {vid!r}: expected an object with 'subset' and "
+                            f"'annotations', got {type(v).__name__}")
+        anns = v.get("annotations", [])
+        if not isinstance(anns, list):
+            raise DataError(f"ground truth: video {vid!r}: 'annotations' must be a list")
+        in_subset = str(v.get("subset", "")).lower() == want
+        if in_subset:
+            videos[vid] = len(videos)
+        for i, a in enumerate(anns):
+            label = a.get("label") if isinstance(a, Mapping) else None
+            if not isinstance(label, str):
+                raise DataError(f"ground truth: video {vid!r}, annotation {i}: 'label' must be "
+                                f"a string, got {label!r}")
+            seg = _finite_pair(a.get("segment"))
+            if seg is None or seg[1] < seg[0]:
+                raise DataError(f"ground truth: video {vid!r}, annotation {i}: 'segment' must "
+                                "be [start, end] finite seconds with start <= end, got "
+                                f"{a.get('segment')!r}")
+            if not in_subset:
+                other_labels.append(label)
+                continue
+            cls = classes.setdefault(label, len(classes))
+            segs.append(seg)
+            labels.append(cls)
+            vids.append(videos[vid])
+    if not videos:
+        found = sorted({str(v.get("subset")) for v in db.values() if isinstance(v, Mapping)})
+        raise DataError(f"ground truth: no video in subset {subset!r} (subsets present: "
+                        f"{', '.join(found) or 'none'})")
+    if not classes:
+        raise DataError(f"ground truth: subset {subset!r} has {len(videos)} videos but no "
+                        "annotations, so there is no class to score")
+    label_index = dict(classes)
+    for lab in other_labels:
+        label_index.setdefault(lab, len(label_index))
+    return _GroundTruth(
+        classes=list(classes), label_index=label_index, videos=videos,
+        segments=np.asarray(segs, dtype=np.float64).reshape(-1, 2),
+        labels=np.asarray(labels, dtype=np.int64), video=np.asarray(vids, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- predictions
+
+@dataclass
+class _Predictions:
+    segments: np.ndarray   # (P, 2) float64
+    scores: np.ndarray     # (P,) float64
+    labels: np.ndarray     # (P,) int64 into the GT's evaluated classes
+    video: np.ndarray      # (P,) int64: GT subset index, or ≥ n_subset_videos when outside it
+    forced_fp: np.ndarray  # (P,) bool: reversed / zero-length (lenient)
+    n_skipped: int
+
+
+def _number(x: Any) -> bool:
+    """A real number that is not a bool (numpy scalars included)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+
+
+def _bad_row(vid: str, i: int, row: Any, label_index: Mapping[str, int],
+             lenient: bool) -> str | None:
+    """Why row ``i`` of video ``vid`` cannot be scored (None when it can)."""
+    where = f"predictions: video {vid!r}, row {i}"
+    if not isinstance(row, Mapping):
+        return f"{where}: expected an object with label, score, segment; got {row!r}"
+    for key in ("label", "score", "segment"):
+        if key not in row:
+            return f"{where}: missing {key!r}"
+    label, score, seg = row["label"], row["score"], row["segment"]
+    if not isinstance(label, str):
+        return f"{where}: 'label' must be a string, got {label!r}"
+    if not _number(score) or not math.isfinite(score):
+        return f"{where}: 'score' must be a finite number, got {score!r}"
+    if not isinstance(seg, list | tuple) or len(seg) != 2 or not all(map(_number, seg)):
+        return f"{where}: 'segment' must be [start, end] in seconds, got {seg!r}"
+    if not all(math.isfinite(x) for x in seg):
+        return f"{where}: 'segment' must be finite, got {seg!r}"
+    if not lenient and seg[1] < seg[0]:
+        return (f"{where}: reversed segment {list(seg)!r} (end < start); fix the file or "
+                "use --lenient to score it as a false positive")
+    if not lenient and label not in label_index:
+        return (f"{where}: label {label!r} is not a class of the ground truth; fix the file "
+                "or use --lenient to skip such rows")
+    return None
+
+
+def _diagnose(results: Mapping[str, Any], label_index: Mapping[str, int], lenient: bool) -> None:
+    """Slow path, taken only when the fast checks fail: raise naming the first bad row, or
+    return when every row is in fact fine (e.g. numpy scalars instead of Python floats)."""
+    for vid, rows in results.items():
+        if not isinstance(rows, list):
+            raise PredictionError(f"predictions: video {vid!r}: expected a list of detections, "
+                                  f"got {type(rows).__name__}")
+        for i, row in enumerate(rows):
+            msg = _bad_row(vid, i, row, label_index, lenient)
+            if msg:
+                raise PredictionError(msg)
+
+
+def _results(predictions: Mapping[str, Any]) -> Mapping[str, Any]:
+    res = predictions.get("results") if isinstance(predictions, Mapping) else None
+    if not isinstance(res, Mapping):
+        raise PredictionError("predictions: expected an ActivityNet results object with a "
+                              "'results' mapping (video id → list of {label, score, segment})")
+    return res
+
+
+def _parse_predictions(predictions: Mapping[str, Any], gt: _GroundTruth, lenient: bool
+                       ) -> _Predictions:
+    results = _results(predictions)
+    vids = list(results)
+    per_video = list(results.values())
+    if not all(isinstance(r, list) for r in per_video):
+        _diagnose(results, gt.label_index, lenient)
+    counts = np.fromiter(map(len, per_video), dtype=np.int64, count=len(per_video))
+    rows = list(chain.from_iterable(per_video))
+    n = len(rows)
+    # Fast path: C-level map/zip and exact type sets over the rows. On any surprise the slow
+    # row-by-row check raises naming the first bad row, or passes (e.g. numpy scalars).
+    def columns() -> tuple[list[Any], list[Any], list[Any]]:
+        return tuple(list(map(itemgetter(k), rows)) for k in ("label", "score", "segment"))
+
+    try:
+        labels, scores, segs = columns()
+        ok = (set(map(type, labels)) <= {str}
+              and set(map(type, scores)) <= {int, float}
+              and set(map(type, segs)) <= {list, tuple}
+              and set(map(len, segs)) <= {2}
+              and set(map(type, chain.from_iterable(segs))) <= {int, float})
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        _diagnose(results, gt.label_index, lenient)
+        labels, scores, segs = columns()
+    score = np.asarray(scores, dtype=np.float64).reshape(n)
+    seg = np.fromiter(chain.from_iterable(segs), dtype=np.float64, count=2 * n).reshape(n, 2)
+    label = np.fromiter(map(gt.label_index.get, labels, repeat(-1)), dtype=np.int64, count=n)
+    reversed_ = seg[:, 1] < seg[:, 0]
+    unknown = label < 0
+    bad = ~(np.isfinite(score) & np.isfinite(seg).all(axis=1))
+    if not lenient:
+        bad |= reversed_ | unknown
+    if bad.any():
+        _diagnose(results, gt.label_index, lenient)  # raises, naming the first bad row
+    n_skipped = int(unknown.sum())
+    if n_skipped:
+        log.warning("lenient: skipped %d predictions whose label is not a GT class "
+                    "(e.g. %r)", n_skipped, labels[int(np.argmax(unknown))])
+    forced_fp = reversed_ | (seg[:, 1] == seg[:, 0])
+    # Videos in the GT subset keep their index; the rest get indices past it (no GT → FP).
+    video_map = np.fromiter((gt.videos.get(v, len(gt.videos) + k) for k, v in enumerate(vids)),
+                            dtype=np.int64, count=len(vids))
+    video = video_map[np.repeat(np.arange(len(vids)), counts)]
+    # Labels the GT uses only outside the subset have no class to be scored in.
+    keep = (label >= 0) & (label < len(gt.classes))
+    return _Predictions(segments=seg[keep], scores=score[keep], labels=label[keep],
+                        video=video[keep], forced_fp=forced_fp[keep] & lenient,
+                        n_skipped=n_skipped)
+
+
+# --------------------------------------------------------------------------- scoring
+
+def _check_tiou(tiou: Iterable[float]) -> list[float]:
+    out = []
+    for t in tiou:
+        if not _number(t) or not 0 < t <= 1:
+            raise ConfigError(f"tIoU thresholds must be numbers in (0, 1], got {t!r}")
+        out.append(float(t))
+    if not out:
+        raise ConfigError("tIoU thresholds: need at least one")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"tIoU thresholds must be distinct, got {out}")
+    return out
+
+
+def _candidate_pairs(gt: _GroundTruth, pred: _Predictions, rank: np.ndarray, t_min: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(prediction rank, GT index, tIoU, group) of every same-class, same-video pair with
+    tIoU ≥ ``t_min``. Loops over (video, class) groups that hold GT, never over predictions."""
+    n_videos = len(gt.videos) + int(pred.video.max(initial=-1)) + 1
+    g_key = gt.labels * n_videos + gt.video
+    p_key = pred.labels * n_videos + pred.video
+    scoreable = ~pred.forced_fp
+    p_order = np.flatnonzero(scoreable)[np.argsort(p_key[scoreable], kind="stable")]
+    p_sorted = p_key[p_order]
+    g_order = np.argsort(g_key, kind="stable")  # file order within a group
+    g_sorted = g_key[g_order]
+    keys, g_start = np.unique(g_sorted, return_index=True)
+    g_end = np.append(g_start[1:], len(g_sorted))
+    p_lo = np.searchsorted(p_sorted, keys, side="left")
+    p_hi = np.searchsorted(p_sorted, keys, side="right")
+    out_r, out_g, out_iou, out_grp = [], [], [], []
+    for k in np.flatnonzero(p_hi > p_lo):
+        p_idx = p_order[p_lo[k]:p_hi[k]]
+        g_idx = g_order[g_start[k]:g_end[k]]
+        iou = pairwise_tiou(pred.segments[p_idx], gt.segments[g_idx])
+        pi, gi = np.nonzero(iou >= t_min)
+        out_r.append(rank[p_idx[pi]])
+        out_g.append(g_idx[gi])
+        out_iou.append(iou[pi, gi])
+        out_grp.append(np.full(pi.size, k, dtype=np.int64))
+    if not out_r:
+        e = np.empty(0, dtype=np.int64)
+        return e, e, np.empty(0), e
+    return (np.concatenate(out_r), np.concatenate(out_g), np.concatenate(out_iou),
+            np.concatenate(out_grp))
+
+
+def _greedy_match(pairs: tuple[np.ndarray, ...], tious: Sequence[float], n_pred: int,
+                  n_gt: int) -> np.ndarray:
+    """True-positive flags ``(T, n_pred)`` (by rank) of the greedy matching, in rounds."""
+    r, g, iou, grp = pairs
+    T = len(tious)
+    tp = np.zeros((T, n_pred), dtype=bool)
+    if r.size == 0:
+        return tp
+    # Replicate pairs per threshold they pass (exact float64 comparison, inclusive).
+    passes = iou[None, :] >= np.asarray(tious, dtype=np.float64)[:, None]
+    ti, j = np.nonzero(passes)
+    r, g, iou, grp = r[j], g[j], iou[j], grp[j]
+    n_groups = int(grp.max()) + 1
+    seg = ti.astype(np.int64) * n_groups + grp
+    order = np.lexsort((g, -iou, r, seg))
+    ti, r, g, seg = ti[order], r[order], g[order], seg[order]
+    taken = np.zeros((T, n_gt), dtype=bool)
+    done = np.zeros((T, n_pred), dtype=bool)
+    rounds = 0
+    while seg.size:
+        rounds += 1
+        first = np.empty(seg.size, dtype=bool)
+        first[0] = True
+        np.not_equal(seg[1:], seg[:-1], out=first[1:])
+        wt, wr, wg = ti[first], r[first], g[first]
+        tp[wt, wr] = True
+        done[wt, wr] = True
+        taken[wt, wg] = True
+        keep = ~(taken[ti, g] | done[ti, r])
+        ti, r, g, seg = ti[keep], r[keep], g[keep], seg[keep]
+    log.debug("greedy matching: %d rounds", rounds)
+    return tp
+
+
+def _interpolated_ap(tp: np.ndarray, npos: int) -> np.ndarray:
+    """All-points interpolated AP per threshold row of ``tp`` ``(T, n)`` (ranked predictions)."""
+    T = tp.shape[0]
+    tp_cum = np.cumsum(tp, axis=1, dtype=np.float64)
+    fp_cum = np.cumsum(~tp, axis=1, dtype=np.float64)
+    rec = tp_cum / npos
+    prec = tp_cum / (tp_cum + fp_cum)
+    mprec = np.hstack([np.zeros((T, 1)), prec, np.zeros((T, 1))])
+    mrec = np.hstack([np.zeros((T, 1)), rec, np.ones((T, 1))])
+    mprec = np.maximum.accumulate(mprec[:, ::-1], axis=1)[:, ::-1]  # envelope from the right
+    ap = np.zeros(T)
+    step = mrec[:, 1:] != mrec[:, :-1]
+    for t in range(T):  # T ≤ 10: sum the same selected terms as the reference does
+        idx = np.flatnonzero(step[t]) + 1
+        ap[t] = np.sum((mrec[t, idx] - mrec[t, idx - 1]) * mprec[t, idx])
+    return ap
+
+
+def evaluate_detections(gt: Mapping[str, Any], predictions: Mapping[str, Any], *,
+                        subset: str = "Test", tiou: Iterable[float] | None = None,
+                        lenient: bool = False) -> MAPResult:
+    """Score an ActivityNet results dict against an ActivityNet-style GT dict (module docstring).
+
+    Args:
+        gt: ``{"database": {video: {"subset", "annotations": [{"label", "segment"}]}}, ...}``.
+        predictions: ``{"results": {video: [{"label", "score", "segment"}]}, ...}``.
+        subset: GT subset to score (case-insensitive).
+        tiou: thresholds; ``None`` → :func:`default_tiou` (THUMOS14 or ActivityNet set).
+        lenient: score reversed/zero-length segments as false positives and skip unknown
+            labels instead of raising :class:`PredictionError`.
+    """
+    tious = _check_tiou(default_tiou(gt) if tiou is None else tiou)
+    g = _parse_ground_truth(gt, subset)
+    p = _parse_predictions(predictions, g, lenient)
+    C, P = len(g.classes), len(p.scores)
+    # Rank = position in (class, descending score) order; lexsort is stable → ties in file order.
+    order = np.lexsort((-p.scores, p.labels))
+    rank = np.empty(P, dtype=np.int64)
+    rank[order] = np.arange(P)
+    pairs = _candidate_pairs(g, p, rank, min(tious))
+    tp = _greedy_match(pairs, tious, P, len(g.labels))
+    npos = np.bincount(g.labels, minlength=C)
+    bounds = np.searchsorted(p.labels[order], np.arange(C + 1))
+    ap = np.zeros((len(tious), C))
+    for c in range(C):
+        lo, hi = bounds[c], bounds[c + 1]
+        if hi > lo:
+            ap[:, c] = _interpolated_ap(tp[:, lo:hi], int(npos[c]))
+    mAP = ap.mean(axis=1)
+    return MAPResult(
+        tiou=tious,
+        mAP={t: float(m) for t, m in zip(tious, mAP, strict=True)},
+        average_mAP=float(mAP.mean()),
+        per_class_AP={t: {c: float(a) for c, a in zip(g.classes, ap[i], strict=True)}
+                      for i, t in enumerate(tious)},
+        n_skipped=p.n_skipped, n_forced_fp=int(p.forced_fp.sum()), n_predictions=P,
+        n_ground_truth=len(g.labels), classes=list(g.classes))
+
+
+def _load_json(path: str | Path, what: str, error: type[Exception]) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} file not found: {path}")
+    try:
+        with path.open() as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+                    ) from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not a UTF-8 text file ({e.reason})") from None
+
+
+def evaluate_files(gt_path: str | Path, pred_path: str | Path, **kw: Any) -> MAPResult:
+    """:func:`evaluate_detections` on two JSON files; errors name the file."""
+    gt = _load_json(gt_path, "ground truth", DataError)
+    pred = _load_json(pred_path, "predictions", PredictionError)
+    try:
+        return evaluate_detections(gt, pred, **kw)
+    except PredictionError as e:
+        raise PredictionError(f"{pred_path}: {e}") from None
+    except DataError as e:
+        raise DataError(f"{gt_path}: {e}") from None
