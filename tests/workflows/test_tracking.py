@@ -1,0 +1,229 @@
+"""workflows.tracking against a real SQLite MLflow store (session DB, one experiment per test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from amnet.config import load_config
+from amnet.data.manifest import write_manifest
+from amnet.evaluation.map import evaluate_detections
+from amnet.model.output import ModelOutput
+from workflows import tracking
+from workflows.tracking import TrackingError
+
+CLASSES = ["Jump", "Throw"]
+
+
+class TinyDetector(torch.nn.Module):
+    """A one-level stand-in for AMNet with the same forward contract (feats, mask) → ModelOutput."""
+
+    def __init__(self, in_dim: int = 8, num_classes: int = 2) -> None:
+        super().__init__()
+        self.head = torch.nn.Conv1d(in_dim, num_classes + 3, 1)
+        self.num_classes = num_classes
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
+        y = self.head(feats).transpose(1, 2)  # (B, T, C + 3)
+        t = feats.shape[-1]
+        c = self.num_classes
+        return ModelOutput(cls_logits=y[..., :c], offsets=y[..., c:c + 2].exp(),
+                           match_logits=y[..., c + 2], points=torch.arange(t, dtype=torch.float32),
+                           strides=torch.ones(t), level_ids=torch.zeros(t, dtype=torch.long),
+                           mask=mask, level_lengths=[t])
+
+
+def make_feature_set(root: Path, shift: float = 0.0) -> Path:
+    """A real 4-video feature set (annotations + .npy + manifest) under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    db = {}
+    for i, subset in enumerate(["Validation", "Validation", "Test", "Test"]):
+        vid = f"video_{i}"
+        np.save(root / f"{vid}.npy", np.full((20, 8), i, dtype=np.float32))
+        db[vid] = {"subset": subset, "duration": 10.0, "fps": 10.0,
+                   "annotations": [{"label": CLASSES[i % 2], "segment": [1.0 + shift, 4.0]},
+                                   {"label": CLASSES[(i + 1) % 2], "segment": [5.0, 8.0]}]}
+    (root / "annotations.json").write_text(json.dumps({"database": db}))
+    write_manifest(root, stride=4, window=16, classes=CLASSES)
+    return root
+
+
+def predictions(quality: float) -> dict:
+    """Test-set predictions: ``quality`` 1 hits every GT exactly, lower values shift them."""
+    off = (1.0 - quality) * 5.0
+    res = {}
+    for i in (2, 3):
+        res[f"video_{i}"] = [
+            {"label": CLASSES[i % 2], "score": 0.9, "segment": [1.0 + off, 4.0 + off]},
+            {"label": CLASSES[(i + 1) % 2], "score": 0.8, "segment": [5.0 + off, 8.0]},
+            {"label": CLASSES[i % 2], "score": 0.3, "segment": [0.0, 9.0]}]
+    return {"results": res}
+
+
+def gt_of(root: Path) -> dict:
+    return json.loads((root / "annotations.json").read_text())
+
+
+# --------------------------------------------------------------------------- locations
+
+def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # as DVC sets it, also for exp temp dirs
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config(None)
+    assert tracking.resolve_tracking_uri(cfg) == f"sqlite:///{tmp_path}/.mlflow/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    assert tracking.resolve_tracking_uri(cfg) == "http://127.0.0.1:1"
+    cfg = load_config(None, ["tracking.tracking_uri=sqlite:///rel/m.db"])
+    assert tracking.resolve_tracking_uri(cfg) == f"sqlite:///{tmp_path}/rel/m.db"
+    for bad in ("./mlruns", "file:///tmp/mlruns"):
+        with pytest.raises(TrackingError, match="file store"):
+            tracking.resolve_tracking_uri(load_config(None, [f"tracking.tracking_uri={bad}"]))
+
+
+def test_project_root_inside_dvc_exp_tempdir(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    exe = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "standalone" / "tmpabc"
+    exe.mkdir(parents=True)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(exe)
+    assert tracking.project_root() == tmp_path / "repo"
+
+
+def test_unreachable_server_fails_fast(unused_port: int) -> None:
+    uri = f"http://127.0.0.1:{unused_port}"
+    cfg = load_config(None, [f"tracking.tracking_uri={uri}"])
+    t0 = time.monotonic()
+    with (pytest.raises(TrackingError, match="unreachable") as err,
+          tracking.start_run(cfg, run_name="never")):
+        pytest.fail("a run started against a dead server")
+    assert uri in str(err.value)
+    assert time.monotonic() - t0 < 10
+
+
+# --------------------------------------------------------------------------- runs
+
+def test_run_records_params_provenance_and_epochs(tmp_path: Path, sqlite_overrides: list[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "repo"
+    make_feature_set(repo / "data" / "features")
+    (repo / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  features:\n    cmd: x\n    outs:\n"
+        "    - path: data/features\n      hash: md5\n      md5: 0123abcd.dir\n")
+    for cmd in (["init", "-q"], ["add", "."],
+                ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(["git", *cmd], cwd=repo, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    cfg = load_config(None, [*sqlite_overrides, "model.gam_depth=3"])
+
+    with tracking.start_run(cfg, run_name="unit", tags={"ablation": "full"}) as run:
+        cb = tracking.epoch_logger(run.info.run_id)
+        for epoch in range(3):
+            cb(epoch, {"loss/total": 3.0 - epoch, "loss/cls": 1.0 / (epoch + 1), "lr": 1e-4,
+                       "mAP@0.5": 0.1 * epoch, "note": "text", "loss/trip": float("nan")})
+
+    client = MlflowClient()
+    r = client.get_run(run.info.run_id)
+    assert r.info.status == "FINISHED"
+    assert r.data.params["model.gam_depth"] == "3"
+    assert json.loads(r.data.params["eval.tiou"]) == cfg.eval.tiou
+    assert len(r.data.params) == len(cfg.flat())
+    tags = r.data.tags
+    assert tags["git.commit"] == commit == tags["mlflow.source.git.commit"]
+    assert tags["dvc.features.md5"] == "0123abcd.dir"
+    manifest = repo / "data" / "features" / "manifest.json"
+    assert tags["features.manifest_sha256"] == tracking._sha256_file(manifest)
+    assert tags["ablation"] == "full"
+    hist = client.get_metric_history(run.info.run_id, "loss/cls")
+    assert [(m.step, m.value) for m in sorted(hist, key=lambda m: m.step)] == [
+        (0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "mAP_0.5")] == \
+        pytest.approx([0.0, 0.1, 0.2])
+    assert "loss/trip" not in r.data.metrics and "note" not in r.data.metrics
+    # the experiment's artifacts live where the config says, absolute
+    exp = client.get_experiment(r.info.experiment_id)
+    assert exp.artifact_location == (tmp_path / "artifacts").as_uri()
+
+
+def test_log_evaluation_metrics_tables_and_artifacts(tmp_path: Path,
+                                                      sqlite_overrides: list[str]) -> None:
+    root = make_feature_set(tmp_path / "features")
+    cfg = load_config(None, [*sqlite_overrides, f"data.root={root}"])
+    result = evaluate_detections(gt_of(root), predictions(0.8), subset="Test",
+                                 tiou=cfg.eval.tiou)
+    plot = tmp_path / "per_class_ap.csv"
+    plot.write_text("class,AP\nJump,0.5\n")
+    with tracking.start_run(cfg, run_name="eval") as run:
+        logged = tracking.log_evaluation(result, predictions(0.8), {"per_class_ap_csv": plot})
+    r = MlflowClient().get_run(run.info.run_id)
+    for t, v in result.to_json()["mAP"].items():
+        assert r.data.metrics[f"test/mAP_{t}"] == pytest.approx(v)
+    assert r.data.metrics["test/average_mAP"] == pytest.approx(result.average_mAP)
+    assert 0 < result.average_mAP < 1  # a real, non-trivial score was logged
+    assert r.data.metrics["test/AP_0.5/Jump"] == pytest.approx(result.per_class_AP[0.5]["Jump"])
+    assert logged == {k: pytest.approx(v) for k, v in r.data.metrics.items()}
+    names = {f.path for f in mlflow.artifacts.list_artifacts(run_id=run.info.run_id,
+                                                             artifact_path="eval")}
+    assert {"eval/map_table.json", "eval/per_class_ap.json", "eval/predictions.json",
+            "eval/metrics.json"} <= names
+    table = MlflowClient().load_table(r.info.experiment_id, "eval/map_table.json",
+                                      run_ids=[run.info.run_id])
+    assert table.set_index("tIoU").loc["average", "mAP"] == pytest.approx(result.average_mAP)
+    got = mlflow.artifacts.load_dict(f"{r.info.artifact_uri}/eval/predictions.json")
+    assert got == predictions(0.8)
+    assert [f.path for f in mlflow.artifacts.list_artifacts(
+        run_id=run.info.run_id, artifact_path="plots")] == ["plots/per_class_ap.csv"]
+
+
+def test_fingerprint_tracks_test_split_and_tiou(tmp_path: Path) -> None:
+    a = make_feature_set(tmp_path / "a")
+    cfg = load_config(None, [f"data.root={a}"])
+    fp = tracking.test_set_fingerprint(cfg)
+    assert fp == tracking.test_set_fingerprint(cfg)
+    assert fp != tracking.test_set_fingerprint(cfg.replace("eval.tiou=[0.5]"))
+    b = make_feature_set(tmp_path / "b", shift=0.5)  # same features, moved GT segments
+    assert fp != tracking.test_set_fingerprint(cfg.replace(f"data.root={b}"))
+    # a changed *training* video does not change the test set
+    np.save(a / "video_0.npy", np.zeros((20, 8), dtype=np.float32))
+    write_manifest(a, stride=4, window=16, classes=CLASSES)
+    assert fp == tracking.test_set_fingerprint(cfg)
+    np.save(a / "video_3.npy", np.zeros((20, 8), dtype=np.float32))
+    write_manifest(a, stride=4, window=16, classes=CLASSES)
+    assert fp != tracking.test_set_fingerprint(cfg)
+    with pytest.raises(TrackingError, match="no video in subset 'Nope'"):
+        tracking.test_set_fingerprint(cfg, subset="Nope")
+
+
+def test_logged_model_loads_without_params_files(tmp_path: Path,
+                                                 sqlite_overrides: list[str]) -> None:
+    torch.manual_seed(0)
+    cfg = load_config(None, [*sqlite_overrides, "data.feature_dim=8", "data.num_classes=2"])
+    model = TinyDetector().eval()
+    feats, mask = torch.randn(1, 8, 16), torch.ones(1, 16, dtype=torch.bool)
+    with tracking.start_run(cfg, run_name="model") as run:
+        info = tracking.log_model(model, feats, mask, CLASSES, cfg)
+    assert MlflowClient().get_run(run.info.run_id).data.tags["amnet.model_uri"] == info.model_uri
+    loaded, got_cfg, names = tracking.load_registered_model(info.model_uri)
+    assert names == CLASSES
+    assert got_cfg == cfg
+    x = torch.randn(2, 8, 24)
+    m = torch.ones(2, 24, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, m).cls_logits, model(x, m).cls_logits)
+    # the pyfunc flavour: one tensor in, one packed tensor out, other batch and length
+    pyfunc = mlflow.pyfunc.load_model(info.model_uri)
+    out = pyfunc.predict(x.numpy())
+    assert out.shape == (2, 24, len(CLASSES) + 3)
+    np.testing.assert_allclose(out[..., :2], torch.sigmoid(model(x, m).cls_logits).detach(),
+                               rtol=1e-5, atol=1e-6)
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 8, -1]
