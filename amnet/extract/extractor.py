@@ -288,7 +288,7 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
 
 
 def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    text = json.dumps(manifest, indent=1, sort_keys=False) + "\n"
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"  # stable bytes for DVC
     _atomic_write_bytes(out_dir / MANIFEST, lambda f: f.write(text.encode()))
 
 

@@ -16,6 +16,10 @@ video of N frames gives ``(N - window) // stride + 1`` snippets. The last ``< st
 that do not fill another window are not covered (as in the public feature releases). A video
 shorter than one window gives one snippet, padded by repeating its last frame
 (``padded=True`` in the manifest).
+
+**Bad files.** A file that cannot be opened, has no video stream, fails mid-stream, or decodes
+to clearly less than its container's declared duration (truncated: short by more than
+max(0.5 s, 2 %)) raises :class:`VideoDecodeError` naming the file.
 """
 
 from __future__ import annotations
@@ -192,6 +196,12 @@ class ResampledVideo:
                 k += 1
             self.n_frames = k
             self.duration = float(end)
+            declared = float(stream.duration * tb) if stream.duration else 0.0
+            if declared - self.duration > max(0.5, 0.02 * declared):
+                # e.g. a cut-off download: libavcodec stops quietly at the last whole packet
+                raise VideoDecodeError(
+                    f"video {self.path}: truncated: decoded {self.duration:.2f} s of the "
+                    f"{declared:.2f} s its container declares ({self.source_frames} frames)")
             if k == 0:
                 raise VideoDecodeError(f"video {self.path}: shorter than half a frame at "
                                        f"{float(self.fps):g} fps ({float(end):.4f} s)")
