@@ -320,7 +320,14 @@ def train_one_epoch(state: TrainState, loader: DataLoader, cfg: Config, device: 
                                  regression_ranges=cfg.model.regression_ranges,
                                  center_radius=cfg.model.center_radius,
                                  label_smoothing=lc.label_smoothing)
-        num_pos = max(int((targets.pos & out.mask).sum()), 1)
+        num_pos = float((targets.pos & out.mask).sum())
+        if ddp_model is not None and torch.distributed.is_initialized():
+            # DDP averages gradients over the workers: normalise by their mean positive count
+            # so N workers x B/N videos step like one worker with B videos (workflows/ray_train).
+            pos_t = torch.tensor([num_pos], device=device)
+            torch.distributed.all_reduce(pos_t)
+            num_pos = float(pos_t) / torch.distributed.get_world_size()
+        num_pos = max(num_pos, 1.0)
         m = lc.norm_momentum
         state.normalizer = (float(num_pos) if state.normalizer is None
                             else m * state.normalizer + (1 - m) * num_pos)
