@@ -88,7 +88,8 @@ def promote(cfg: Config, run_id: str, *, metric: str = METRIC, force: bool = Fal
     if champion is None:
         decision, reason = "champion", f"no '{alias}' version existed"
     else:
-        champ_score, champ_fp = _run_score(client, champion.run_id, metric)
+        champ_score, champ_fp = _run_score(client, champion.tags.get("run_id") or champion.run_id,
+                                          metric)
         result["champion_version"] = int(champion.version)
         result["champion_score"] = champ_score
         if force:

@@ -53,7 +53,7 @@ for _k, _v in {
 import mlflow  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from mlflow.entities import Metric  # noqa: E402
+from mlflow.entities import Metric, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
@@ -425,8 +425,12 @@ def evaluation_metrics(map_result: Any, prefix: str = "test/") -> dict[str, floa
 
 def log_evaluation(map_result: Any, predictions_json: Mapping[str, Any] | str | Path | None,
                    plots: Mapping[str, Path] | None = None, *, prefix: str = "test/",
-                   run_id: str | None = None, step: int | None = None) -> dict[str, float]:
+                   run_id: str | None = None, step: int | None = None,
+                   fingerprint: str | None = None) -> dict[str, float]:
     """Log one evaluation into the active run (or ``run_id``).
+
+    ``fingerprint`` (:func:`test_set_fingerprint`) is stored as the ``amnet.test_fingerprint``
+    tag: promotion compares runs only when it is equal.
 
     Metrics: ``<prefix>mAP_<t>``, ``<prefix>average_mAP``, ``<prefix>AP_<t>/<class>``.
     Artifacts: ``eval/map_table.json`` + ``eval/per_class_ap.json`` (MLflow tables),
@@ -438,7 +442,9 @@ def log_evaluation(map_result: Any, predictions_json: Mapping[str, Any] | str | 
     client = MlflowClient()
     metrics = evaluation_metrics(map_result, prefix)
     ts = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, ts, step or 0) for k, v in metrics.items()])
+    tags = [RunTag(TAG_FINGERPRINT, fingerprint)] if fingerprint else []
+    client.log_batch(run_id, metrics=[Metric(k, v, ts, step or 0) for k, v in metrics.items()],
+                     tags=tags)
     js = _map_json(map_result)
     rows = [{"tIoU": float(t), "mAP": float(v)} for t, v in js.get("mAP", {}).items()]
     if js.get("average_mAP") is not None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -16,61 +17,8 @@ from mlflow.tracking import MlflowClient
 from amnet.config import load_config
 from amnet.data.manifest import write_manifest
 from amnet.evaluation.map import evaluate_detections
-from amnet.model.output import ModelOutput
 from workflows import tracking
 from workflows.tracking import TrackingError
-
-CLASSES = ["Jump", "Throw"]
-
-
-class TinyDetector(torch.nn.Module):
-    """A one-level stand-in for AMNet with the same forward contract (feats, mask) → ModelOutput."""
-
-    def __init__(self, in_dim: int = 8, num_classes: int = 2) -> None:
-        super().__init__()
-        self.head = torch.nn.Conv1d(in_dim, num_classes + 3, 1)
-        self.num_classes = num_classes
-
-    def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
-        y = self.head(feats).transpose(1, 2)  # (B, T, C + 3)
-        t = feats.shape[-1]
-        c = self.num_classes
-        return ModelOutput(cls_logits=y[..., :c], offsets=y[..., c:c + 2].exp(),
-                           match_logits=y[..., c + 2], points=torch.arange(t, dtype=torch.float32),
-                           strides=torch.ones(t), level_ids=torch.zeros(t, dtype=torch.long),
-                           mask=mask, level_lengths=[t])
-
-
-def make_feature_set(root: Path, shift: float = 0.0) -> Path:
-    """A real 4-video feature set (annotations + .npy + manifest) under ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
-    db = {}
-    for i, subset in enumerate(["Validation", "Validation", "Test", "Test"]):
-        vid = f"video_{i}"
-        np.save(root / f"{vid}.npy", np.full((20, 8), i, dtype=np.float32))
-        db[vid] = {"subset": subset, "duration": 10.0, "fps": 10.0,
-                   "annotations": [{"label": CLASSES[i % 2], "segment": [1.0 + shift, 4.0]},
-                                   {"label": CLASSES[(i + 1) % 2], "segment": [5.0, 8.0]}]}
-    (root / "annotations.json").write_text(json.dumps({"database": db}))
-    write_manifest(root, stride=4, window=16, classes=CLASSES)
-    return root
-
-
-def predictions(quality: float) -> dict:
-    """Test-set predictions: ``quality`` 1 hits every GT exactly, lower values shift them."""
-    off = (1.0 - quality) * 5.0
-    res = {}
-    for i in (2, 3):
-        res[f"video_{i}"] = [
-            {"label": CLASSES[i % 2], "score": 0.9, "segment": [1.0 + off, 4.0 + off]},
-            {"label": CLASSES[(i + 1) % 2], "score": 0.8, "segment": [5.0 + off, 8.0]},
-            {"label": CLASSES[i % 2], "score": 0.3, "segment": [0.0, 9.0]}]
-    return {"results": res}
-
-
-def gt_of(root: Path) -> dict:
-    return json.loads((root / "annotations.json").read_text())
-
 
 # --------------------------------------------------------------------------- locations
 
@@ -111,9 +59,10 @@ def test_unreachable_server_fails_fast(unused_port: int) -> None:
 # --------------------------------------------------------------------------- runs
 
 def test_run_records_params_provenance_and_epochs(tmp_path: Path, sqlite_overrides: list[str],
+                                                   tiny: SimpleNamespace,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     repo = tmp_path / "repo"
-    make_feature_set(repo / "data" / "features")
+    tiny.make_feature_set(repo / "data" / "features")
     (repo / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  features:\n    cmd: x\n    outs:\n"
         "    - path: data/features\n      hash: md5\n      md5: 0123abcd.dir\n")
@@ -155,16 +104,16 @@ def test_run_records_params_provenance_and_epochs(tmp_path: Path, sqlite_overrid
     assert exp.artifact_location == (tmp_path / "artifacts").as_uri()
 
 
-def test_log_evaluation_metrics_tables_and_artifacts(tmp_path: Path,
+def test_log_evaluation_metrics_tables_and_artifacts(tmp_path: Path, tiny: SimpleNamespace,
                                                       sqlite_overrides: list[str]) -> None:
-    root = make_feature_set(tmp_path / "features")
+    root = tiny.make_feature_set(tmp_path / "features")
     cfg = load_config(None, [*sqlite_overrides, f"data.root={root}"])
-    result = evaluate_detections(gt_of(root), predictions(0.8), subset="Test",
+    result = evaluate_detections(tiny.gt_of(root), tiny.predictions(0.8), subset="Test",
                                  tiou=cfg.eval.tiou)
     plot = tmp_path / "per_class_ap.csv"
     plot.write_text("class,AP\nJump,0.5\n")
     with tracking.start_run(cfg, run_name="eval") as run:
-        logged = tracking.log_evaluation(result, predictions(0.8), {"per_class_ap_csv": plot})
+        logged = tracking.log_evaluation(result, tiny.predictions(0.8), {"per_class_ap_csv": plot})
     r = MlflowClient().get_run(run.info.run_id)
     for t, v in result.to_json()["mAP"].items():
         assert r.data.metrics[f"test/mAP_{t}"] == pytest.approx(v)
@@ -180,41 +129,41 @@ def test_log_evaluation_metrics_tables_and_artifacts(tmp_path: Path,
                                       run_ids=[run.info.run_id])
     assert table.set_index("tIoU").loc["average", "mAP"] == pytest.approx(result.average_mAP)
     got = mlflow.artifacts.load_dict(f"{r.info.artifact_uri}/eval/predictions.json")
-    assert got == predictions(0.8)
+    assert got == tiny.predictions(0.8)
     assert [f.path for f in mlflow.artifacts.list_artifacts(
         run_id=run.info.run_id, artifact_path="plots")] == ["plots/per_class_ap.csv"]
 
 
-def test_fingerprint_tracks_test_split_and_tiou(tmp_path: Path) -> None:
-    a = make_feature_set(tmp_path / "a")
+def test_fingerprint_tracks_test_split_and_tiou(tmp_path: Path, tiny: SimpleNamespace) -> None:
+    a = tiny.make_feature_set(tmp_path / "a")
     cfg = load_config(None, [f"data.root={a}"])
     fp = tracking.test_set_fingerprint(cfg)
     assert fp == tracking.test_set_fingerprint(cfg)
     assert fp != tracking.test_set_fingerprint(cfg.replace("eval.tiou=[0.5]"))
-    b = make_feature_set(tmp_path / "b", shift=0.5)  # same features, moved GT segments
+    b = tiny.make_feature_set(tmp_path / "b", shift=0.5)  # same features, moved GT segments
     assert fp != tracking.test_set_fingerprint(cfg.replace(f"data.root={b}"))
     # a changed *training* video does not change the test set
     np.save(a / "video_0.npy", np.zeros((20, 8), dtype=np.float32))
-    write_manifest(a, stride=4, window=16, classes=CLASSES)
+    write_manifest(a, stride=4, window=16, classes=tiny.CLASSES)
     assert fp == tracking.test_set_fingerprint(cfg)
     np.save(a / "video_3.npy", np.zeros((20, 8), dtype=np.float32))
-    write_manifest(a, stride=4, window=16, classes=CLASSES)
+    write_manifest(a, stride=4, window=16, classes=tiny.CLASSES)
     assert fp != tracking.test_set_fingerprint(cfg)
     with pytest.raises(TrackingError, match="no video in subset 'Nope'"):
         tracking.test_set_fingerprint(cfg, subset="Nope")
 
 
-def test_logged_model_loads_without_params_files(tmp_path: Path,
+def test_logged_model_loads_without_params_files(tmp_path: Path, tiny: SimpleNamespace,
                                                  sqlite_overrides: list[str]) -> None:
     torch.manual_seed(0)
     cfg = load_config(None, [*sqlite_overrides, "data.feature_dim=8", "data.num_classes=2"])
-    model = TinyDetector().eval()
+    model = tiny.TinyDetector().eval()
     feats, mask = torch.randn(1, 8, 16), torch.ones(1, 16, dtype=torch.bool)
     with tracking.start_run(cfg, run_name="model") as run:
-        info = tracking.log_model(model, feats, mask, CLASSES, cfg)
+        info = tracking.log_model(model, feats, mask, tiny.CLASSES, cfg)
     assert MlflowClient().get_run(run.info.run_id).data.tags["amnet.model_uri"] == info.model_uri
     loaded, got_cfg, names = tracking.load_registered_model(info.model_uri)
-    assert names == CLASSES
+    assert names == tiny.CLASSES
     assert got_cfg == cfg
     x = torch.randn(2, 8, 24)
     m = torch.ones(2, 24, dtype=torch.bool)
@@ -223,7 +172,7 @@ def test_logged_model_loads_without_params_files(tmp_path: Path,
     # the pyfunc flavour: one tensor in, one packed tensor out, other batch and length
     pyfunc = mlflow.pyfunc.load_model(info.model_uri)
     out = pyfunc.predict(x.numpy())
-    assert out.shape == (2, 24, len(CLASSES) + 3)
+    assert out.shape == (2, 24, len(tiny.CLASSES) + 3)
     np.testing.assert_allclose(out[..., :2], torch.sigmoid(model(x, m).cls_logits).detach(),
                                rtol=1e-5, atol=1e-6)
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 8, -1]
