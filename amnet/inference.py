@@ -86,8 +86,9 @@ def confidence(cls_logits: torch.Tensor, match_logits: torch.Tensor | None, mode
     if match_logits is None:
         raise ConfigError(f"infer.confidence={mode!r} needs the matching score, but the model "
                           "has no matching head (model.matching_head=false); use 'sigmoid'")
-    m = torch.sigmoid(match_logits) if mode == "sigmoid*sigmoid" else torch.tanh(match_logits)
-    return y * m.unsqueeze(-1).to(y.dtype)
+    m = match_logits.to(y.dtype)
+    m = torch.sigmoid(m) if mode == "sigmoid*sigmoid" else torch.tanh(m)
+    return y * m.unsqueeze(-1)
 
 
 def decode_segments(points: torch.Tensor, offsets: torch.Tensor, *,

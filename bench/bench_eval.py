@@ -115,7 +115,7 @@ def baseline_evaluate(gt: dict, pred: dict, subset: str, tious: np.ndarray
     gt_df, pred_df = pd.DataFrame(g), pd.DataFrame(p)
     gt_by_label, pred_by_label = gt_df.groupby("label"), pred_df.groupby("label")
     ap = np.zeros((len(tious), len(index)))
-    for name, c in index.items():
+    for c in index.values():
         try:
             pc = pred_by_label.get_group(c).reset_index(drop=True)
         except KeyError:

@@ -1,0 +1,335 @@
+"""Decoding (Eq. 13), confidence (Eq. 14), Soft-NMS against a naive loop, postprocess, JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from amnet.config import InferConfig
+from amnet.errors import ConfigError, DataError, PredictionError
+from amnet.evaluation.map import evaluate_detections
+from amnet.inference import (
+    Detections,
+    confidence,
+    decode_segments,
+    load_video_scores,
+    postprocess,
+    soft_nms,
+    to_results_json,
+)
+from amnet.model.output import ModelOutput
+
+# --------------------------------------------------------------------------- reference
+
+def naive_soft_nms(segs: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, sigma: float,
+                   iou_thresh: float, min_score: float, max_detections: int,
+                   class_aware: bool) -> list[tuple[int, float]]:
+    """Textbook Gaussian Soft-NMS run to the end, then the best ``max_detections`` kept."""
+    cur = [float(s) for s in scores]
+    alive = [i for i in range(len(cur)) if cur[i] >= min_score]
+    kept = []
+    while alive:
+        m = max(alive, key=lambda i: cur[i])
+        kept.append((m, cur[m]))
+        alive.remove(m)
+        nxt = []
+        for i in alive:
+            if not class_aware or labels[i] == labels[m]:
+                inter = max(0.0, min(segs[i, 1], segs[m, 1]) - max(segs[i, 0], segs[m, 0]))
+                union = (segs[i, 1] - segs[i, 0]) + (segs[m, 1] - segs[m, 0]) - inter
+                iou = inter / union if union > 0 else 0.0
+                if iou >= iou_thresh:
+                    cur[i] *= math.exp(-iou * iou / sigma)
+            if cur[i] >= min_score:
+                nxt.append(i)
+        alive = nxt
+    kept.sort(key=lambda x: -x[1])
+    return kept[:max_detections]
+
+
+def random_candidates(rng: np.random.Generator, n: int, n_classes: int = 3
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    c = rng.uniform(0, 30, n)
+    half = rng.uniform(0.2, 4, n)
+    segs = np.stack([c - half, c + half], 1)
+    return segs, rng.random(n), rng.integers(0, n_classes, n)
+
+
+# --------------------------------------------------------------------------- Eq. 13-14
+
+def test_confidence_modes() -> None:
+    y, m = torch.randn(2, 5, 3), torch.randn(2, 5)
+    assert torch.allclose(confidence(y, m, "sigmoid"), torch.sigmoid(y))
+    assert torch.allclose(confidence(y, m, "sigmoid*sigmoid"),
+                          torch.sigmoid(y) * torch.sigmoid(m)[..., None])
+    eq14 = confidence(y, m, "sigmoid*tanh")
+    assert eq14.shape == (2, 5, 3)
+    assert torch.allclose(eq14[1, 2], torch.sigmoid(y[1, 2]) * math.tanh(float(m[1, 2])))
+    assert torch.allclose(confidence(y, None, "sigmoid"), torch.sigmoid(y))
+    with pytest.raises(ConfigError, match="matching head"):
+        confidence(y, None, "sigmoid*tanh")
+    with pytest.raises(ConfigError, match=r"infer\.confidence"):
+        confidence(y, m, "softmax")
+
+
+@pytest.mark.parametrize(("fps", "stride", "window"), [(30.0, 4, 16), (25.0, 16, 16),
+                                                       (29.97, 8, 32), (10.0, 1, 1)])
+def test_decode_segments_to_seconds(fps: float, stride: int, window: int) -> None:
+    points = torch.tensor([0.0, 3.0, 10.0, 7.5])
+    offsets = torch.tensor([[0.0, 1.0], [2.0, 0.5], [4.0, 4.0], [10.0, 0.0]])
+    out = decode_segments(points, offsets, fps=fps, stride=stride, window=window)
+    assert out.dtype == torch.float64 and out.shape == (4, 2)
+    for i in range(4):
+        ts = float(points[i] - offsets[i, 0])  # Eq. 13
+        te = float(points[i] + offsets[i, 1])
+        assert out[i, 0].item() == pytest.approx((ts * stride + window / 2) / fps, abs=1e-12)
+        assert out[i, 1].item() == pytest.approx((te * stride + window / 2) / fps, abs=1e-12)
+
+
+def test_decode_segments_per_video_tensors() -> None:
+    points = torch.arange(4.0).expand(2, 4)
+    offsets = torch.ones(2, 4, 2)
+    fps = torch.tensor([[30.0], [15.0]])
+    out = decode_segments(points, offsets, fps=fps, stride=torch.tensor([[4.0], [8.0]]),
+                          window=16)
+    assert out.shape == (2, 4, 2)
+    assert out[0, 2, 1].item() == pytest.approx((3 * 4 + 8) / 30)
+    assert out[1, 2, 0].item() == pytest.approx((1 * 8 + 8) / 15)
+
+
+# --------------------------------------------------------------------------- Soft-NMS
+
+@pytest.mark.parametrize("sigma", [0.1, 0.5, 1.0, 3.0])
+@pytest.mark.parametrize("iou_thresh", [0.0, 0.3])
+@pytest.mark.parametrize("class_aware", [True, False])
+def test_soft_nms_matches_naive_reference(sigma: float, iou_thresh: float,
+                                          class_aware: bool) -> None:
+    rng = np.random.default_rng(int(sigma * 10) + int(iou_thresh * 100) + class_aware)
+    for n, max_det in ((1, 5), (40, 1000), (60, 7)):
+        segs, scores, labels = random_candidates(rng, n)
+        kw = dict(sigma=sigma, iou_thresh=iou_thresh, min_score=1e-3,
+                  max_detections=max_det, class_aware=class_aware)
+        ref = naive_soft_nms(segs, scores, labels, **kw)
+        s, sc, lb = soft_nms(segs, scores, labels, **kw)
+        assert isinstance(s, np.ndarray) and s.shape == (len(ref), 2)
+        assert len(ref) <= max_det
+        np.testing.assert_allclose(sc, [x[1] for x in ref], rtol=1e-10, atol=0)
+        np.testing.assert_array_equal(s, segs[[x[0] for x in ref]])
+        np.testing.assert_array_equal(lb, labels[[x[0] for x in ref]])
+
+
+def test_soft_nms_min_score_drops_decayed_candidates() -> None:
+    segs = np.array([[0.0, 10.0], [0.0, 10.0], [0.0, 9.0]])
+    scores = np.array([0.9, 0.8, 0.7])
+    kw = dict(sigma=0.5, iou_thresh=0.0, max_detections=10, class_aware=True)
+    _, sc, _ = soft_nms(segs, scores, np.zeros(3, int), min_score=0.0, **kw)
+    # after 0.9 is kept: [0,9] (tIoU 0.9) decays less than the duplicate (tIoU 1) and overtakes it
+    second, third = 0.7 * math.exp(-0.81 / 0.5), 0.8 * math.exp(-2) * math.exp(-0.81 / 0.5)
+    assert sc.tolist() == pytest.approx([0.9, second, third], rel=1e-12)
+    _, sc, _ = soft_nms(segs, scores, np.zeros(3, int), min_score=0.2, **kw)
+    assert sc.tolist() == [0.9]  # 0.139 and 0.108 fall below 0.2
+
+
+def test_soft_nms_is_class_aware() -> None:
+    segs = np.array([[0.0, 10.0], [0.0, 10.0]])
+    scores = np.array([0.9, 0.8])
+    kw = dict(sigma=0.5, iou_thresh=0.1, min_score=1e-3, max_detections=10)
+    _, sc, lb = soft_nms(segs, scores, np.array([0, 1]), class_aware=True, **kw)
+    assert sc.tolist() == [0.9, 0.8] and lb.tolist() == [0, 1]
+    _, sc, _ = soft_nms(segs, scores, np.array([0, 1]), class_aware=False, **kw)
+    assert sc[1] == pytest.approx(0.8 * math.exp(-1 / 0.5))
+    _, sc, _ = soft_nms(segs, scores, np.array([1, 1]), class_aware=True, **kw)
+    assert sc[1] == pytest.approx(0.8 * math.exp(-1 / 0.5))
+
+
+def test_soft_nms_iou_thresh_and_torch_and_empty() -> None:
+    segs = torch.tensor([[0.0, 10.0], [5.0, 15.0]])  # tIoU 1/3
+    scores = torch.tensor([0.9, 0.8])
+    kw = dict(sigma=0.5, min_score=1e-3, max_detections=10)
+    s, sc, lb = soft_nms(segs, scores, torch.zeros(2), iou_thresh=0.5, **kw)
+    assert isinstance(sc, torch.Tensor) and sc.tolist() == pytest.approx([0.9, 0.8])
+    _, sc, _ = soft_nms(segs, scores, torch.zeros(2), iou_thresh=0.3, **kw)
+    assert sc[1].item() == pytest.approx(0.8 * math.exp(-(1 / 9) / 0.5))
+    s, sc, lb = soft_nms(np.zeros((0, 2)), np.zeros(0), np.zeros(0, int), iou_thresh=0.1, **kw)
+    assert s.shape == (0, 2) and sc.shape == (0,) and lb.shape == (0,)
+
+
+# --------------------------------------------------------------------------- postprocess
+
+def make_output(cls: torch.Tensor, offsets: torch.Tensor, match: torch.Tensor | None,
+                mask: torch.Tensor) -> ModelOutput:
+    N = cls.shape[1]
+    return ModelOutput(cls_logits=cls, offsets=offsets, match_logits=match,
+                       points=torch.arange(N, dtype=torch.float32),
+                       strides=torch.ones(N), level_ids=torch.zeros(N, dtype=torch.long),
+                       mask=mask, level_lengths=[N])
+
+
+def meta(vid: str, **kw: float) -> dict:
+    return {"video_id": vid, "fps": 30.0, "stride": 4, "window": 16, "duration": 100.0,
+            "offset": 0, **kw}
+
+
+def test_postprocess_single_candidate_decodes_to_seconds() -> None:
+    N, C = 20, 3
+    cls = torch.full((1, N, C), -20.0)
+    cls[0, 12, 1] = 5.0
+    offsets = torch.zeros(1, N, 2)
+    offsets[0, 12] = torch.tensor([2.0, 3.0])
+    out = make_output(cls, offsets, torch.full((1, N), 3.0), torch.ones(1, N, dtype=torch.bool))
+    (d,) = postprocess(out, [meta("v", offset=5)], InferConfig())
+    assert len(d) == 1 and d.labels.tolist() == [1] and d.video_id == "v"
+    assert d.scores[0] == pytest.approx(1 / (1 + math.exp(-5)) * math.tanh(3))
+    # Eq. 13 with the window offset: (12 + 5 - 2, 12 + 5 + 3) snippets → seconds
+    assert d.segments[0].tolist() == pytest.approx([(15 * 4 + 8) / 30, (20 * 4 + 8) / 30])
+    assert d.segments.dtype == np.float64 and d.labels.dtype == np.int64
+
+
+def test_postprocess_masks_padding_limits_and_batches() -> None:
+    torch.manual_seed(0)
+    B, N, C = 3, 64, 4
+    cls = torch.randn(B, N, C) * 2
+    offsets = torch.rand(B, N, 2) * 6
+    match = torch.randn(B, N) + 1
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[1, 40:] = False
+    cls[1, 40:] = 30.0  # padded points with huge scores must never show up
+    mask[2] = False  # a video with nothing valid
+    out = make_output(cls, offsets, match, mask)
+    metas = [meta("a"), meta("b", fps=25.0, stride=8), meta("c")]
+    cfg = InferConfig(pre_nms_topk=30, max_detections=12, min_duration=0.0)
+    dets = postprocess(out, metas, cfg)
+    assert [d.video_id for d in dets] == ["a", "b", "c"]
+    assert 0 < len(dets[0]) <= 12 and 0 < len(dets[1]) <= 12
+    assert dets[2].segments.shape == (0, 2) and dets[2].scores.shape == (0,)
+    for d in dets[:2]:
+        assert np.all(np.diff(d.scores) <= 0) and np.all(d.scores >= cfg.min_score)
+    # padded points of video b would decode past snippet 40: nothing there comes from them
+    top_b = postprocess(out, metas, InferConfig(pre_nms_topk=5, max_detections=100,
+                                                min_duration=0.0, nms_sigma=1e9))[1]
+    assert len(top_b) <= 5  # pre-NMS top-k bounds the output (sigma huge: no suppression)
+    # batching gives the same result as one video at a time
+    for b in range(B):
+        one = make_output(cls[b:b + 1], offsets[b:b + 1], match[b:b + 1], mask[b:b + 1])
+        (single,) = postprocess(one, [metas[b]], cfg)
+        np.testing.assert_allclose(single.scores, dets[b].scores)
+        np.testing.assert_array_equal(single.segments, dets[b].segments)
+        np.testing.assert_array_equal(single.labels, dets[b].labels)
+
+
+def test_postprocess_equals_topk_then_reference_nms() -> None:
+    torch.manual_seed(1)
+    N, C = 50, 3
+    cls, offsets, match = torch.randn(1, N, C) * 2, torch.rand(1, N, 2) * 8, torch.randn(1, N)
+    out = make_output(cls, offsets, match, torch.ones(1, N, dtype=torch.bool))
+    cfg = InferConfig(pre_nms_topk=40, max_detections=15, min_duration=0.0)
+    (d,) = postprocess(out, [meta("v")], cfg)
+    conf = (torch.sigmoid(cls.double()) * torch.tanh(match.double())[..., None])[0].numpy()
+    flat = conf.reshape(-1)
+    idx = [i for i in np.argsort(-flat, kind="stable") if flat[i] > cfg.pre_nms_thresh][:40]
+    pt, lab = np.array(idx) // C, np.array(idx) % C
+    segs = decode_segments(torch.tensor(pt, dtype=torch.float64), offsets[0, pt],
+                           fps=30.0, stride=4, window=16).numpy().clip(0, 100)
+    ref = naive_soft_nms(segs, flat[idx], lab, sigma=cfg.nms_sigma, iou_thresh=cfg.nms_iou_thresh,
+                         min_score=cfg.min_score, max_detections=15, class_aware=True)
+    np.testing.assert_allclose(d.scores, [x[1] for x in ref], rtol=1e-10)
+    np.testing.assert_array_equal(d.labels, lab[[x[0] for x in ref]])
+
+
+def test_postprocess_clips_and_drops_short_segments() -> None:
+    N = 10
+    cls = torch.full((1, N, 1), -20.0)
+    cls[0, [1, 8], 0] = 5.0
+    offsets = torch.zeros(1, N, 2)
+    offsets[0, 1] = torch.tensor([50.0, 10.0])  # (-49, 11) snippets → clipped to [0, 1] s
+    offsets[0, 8] = torch.tensor([0.0, 0.0])  # zero length → dropped by min_duration
+    out = make_output(cls, offsets, None, torch.ones(1, N, dtype=torch.bool))
+    (d,) = postprocess(out, [meta("v", duration=1.0)], InferConfig(confidence="sigmoid"))
+    assert len(d) == 1 and d.segments[0].tolist() == [0.0, 1.0]  # unclipped (-6.3, 1.73) s
+
+
+def test_fusion_with_external_video_scores(tmp_path: Path) -> None:
+    names = ["run", "jump", "swim"]
+    f = tmp_path / "cls.json"
+    f.write_text(json.dumps({"class": names, "results": {"v_abc": [0.1, 0.7, 0.2]}}))
+    scores = load_video_scores(f)
+    assert scores == {"v_abc": {"run": 0.1, "jump": 0.7, "swim": 0.2}}
+    N = 8
+    # multi-class model: confidence × external score, only the top-2 external classes kept
+    cls = torch.full((1, N, 3), -20.0)
+    cls[0, 2] = torch.tensor([4.0, 0.0, 1.0])
+    out = make_output(cls, torch.ones(1, N, 2), None, torch.ones(1, N, dtype=torch.bool))
+    cfg = InferConfig(confidence="sigmoid", video_topk=2)
+    (d,) = postprocess(out, [meta("abc")], cfg, scores, names)  # id without "v_" prefix
+    got = dict(zip(d.labels.tolist(), d.scores.tolist(), strict=True))
+    assert set(got) == {1, 2}  # "run" is not among the video's top-2 classes
+    assert got[1] == pytest.approx(0.5 * 0.7)
+    assert got[2] == pytest.approx(1 / (1 + math.exp(-1)) * 0.2)
+    # class-agnostic model: each proposal gets the top-2 classes
+    agn = make_output(cls[..., :1], torch.ones(1, N, 2), None, torch.ones(1, N, dtype=torch.bool))
+    (d,) = postprocess(agn, [meta("abc")], cfg, scores, names)
+    assert d.labels.tolist() == [1, 2]
+    p = 1 / (1 + math.exp(-4))
+    assert d.scores.tolist() == pytest.approx([p * 0.7, p * 0.2])
+    # cfg path, cached load
+    (d2,) = postprocess(agn, [meta("abc")], InferConfig(confidence="sigmoid",
+                                                         video_scores=str(f)), None, names)
+    assert d2.labels.tolist() == d.labels.tolist()
+    with pytest.raises(DataError, match="video 'zzz' has no entry"):
+        postprocess(agn, [meta("zzz")], cfg, scores, names)
+    with pytest.raises(ConfigError, match="class_names"):
+        postprocess(agn, [meta("abc")], cfg, scores, None)
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    ("{", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"class": ["a", "b"], "results": {"v": [0.1]}}', "video 'v': expected a list of 2"),
+    ('{"v": {"a": NaN}}', "video 'v', class 'a': score must be a finite"),
+    ('{"v": [0.1]}', r"video 'v': expected \{label: score\}"),
+])
+def test_load_video_scores_errors(tmp_path: Path, content: str, match: str) -> None:
+    f = tmp_path / "s.json"
+    f.write_text(content)
+    with pytest.raises(DataError, match=match):
+        load_video_scores(f)
+    with pytest.raises(DataError, match="not found"):
+        load_video_scores(tmp_path / "missing.json")
+
+
+def test_postprocess_rejects_wrong_metas() -> None:
+    out = make_output(torch.zeros(2, 4, 2), torch.zeros(2, 4, 2), None,
+                      torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(PredictionError, match="1 metas for a batch of 2"):
+        postprocess(out, [meta("a")], InferConfig(confidence="sigmoid"))
+    bad = meta("b")
+    del bad["fps"]
+    with pytest.raises(PredictionError, match=r"metas\[1\] \(video 'b'\) lacks 'fps'"):
+        postprocess(out, [meta("a"), bad], InferConfig(confidence="sigmoid"))
+
+
+# --------------------------------------------------------------------------- results JSON
+
+def test_results_json_round_trips_through_the_evaluator() -> None:
+    names = ["A", "B"]
+    dets = [Detections("v1", np.array([[1.0, 5.0], [10.0, 20.0]]), np.array([0.9, 0.4]),
+                       np.array([0, 1])),
+            Detections("v2", np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64))]
+    js = to_results_json(dets, names)
+    assert js["version"] == "amnet" and js["external_data"]["used"] is False
+    assert js["results"]["v1"][1] == {"label": "B", "score": 0.4, "segment": [10.0, 20.0]}
+    assert js["results"]["v2"] == []
+    text = json.dumps(js)  # plain JSON types only
+    gt = {"database": {"v1": {"subset": "Test", "annotations": [
+        {"label": "A", "segment": [1.0, 5.0]}, {"label": "B", "segment": [10.0, 20.0]}]},
+        "v2": {"subset": "Test", "annotations": []}}}
+    assert evaluate_detections(gt, json.loads(text), tiou=[0.5]).mAP[0.5] == 1.0
+    with pytest.raises(PredictionError, match="appears twice"):
+        to_results_json(dets + dets[:1], names)
+    with pytest.raises(PredictionError, match="label index 1 outside the 1 class names"):
+        to_results_json(dets, names[:1])
