@@ -69,7 +69,7 @@ def _names(args: argparse.Namespace) -> list[str]:
         return names if len(set(names)) == len(names) else [f"run{i + 1}"
                                                             for i in range(len(files))]
     if len(args.names) != len(files):
-        raise ConfigError(f"--names: expected {len(files)} names (PRED and each --compare "
+        raise ConfigError(f"--names: expected {len(files)} name(s) (PRED and each --compare "
                           f"file), got {len(args.names)}: {args.names}")
     if len(set(args.names)) != len(args.names):
         raise ConfigError(f"--names: names must differ, got {args.names}")

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from amnet.errors import DataError, PredictionError
+from amnet.errors import ConfigError, DataError, PredictionError
 from amnet.evaluation.tiou import pairwise_tiou
 
 log = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ def classify_predictions(det: Detections, tiou: float = 0.5, *, min_tiou: float 
     ``matched`` (P,) may pass a row of :func:`match_predictions` already computed at ``tiou``.
     """
     if not 0 < min_tiou <= tiou <= 1:
-        raise ValueError(f"need 0 < min_tiou <= tiou <= 1, got min_tiou={min_tiou}, tiou={tiou}")
+        raise ConfigError(f"need 0 < min_tiou <= tiou <= 1, got min_tiou={min_tiou}, tiou={tiou}")
     if matched is None:
         matched = match_predictions(det, tiou)[0]
     codes = np.full(len(det.pred), ERROR_CODES["background"], dtype=np.int8)
@@ -341,7 +341,7 @@ def class_rank(det: Detections) -> np.ndarray:
 def limit_predictions(det: Detections, limit_factor: int = 10) -> Detections:
     """Keep each class's ``limit_factor · G_c`` highest-scored predictions (rule 1)."""
     if limit_factor < 1:
-        raise ValueError(f"limit_factor must be >= 1, got {limit_factor}")
+        raise ConfigError(f"limit_factor must be >= 1, got {limit_factor}")
     keep = class_rank(det) < limit_factor * det.gt_per_class[det.pred.label]
     return det.with_predictions(np.flatnonzero(keep))
 

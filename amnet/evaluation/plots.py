@@ -407,20 +407,23 @@ def write_all_plots(gt: Mapping[str, Any], preds: Mapping[str, Any], out_dir: st
     from amnet.evaluation.map import evaluate_detections
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tious = [float(t) for t in tiou]
     runs = {name: evaluate_detections(gt, preds, subset=subset, tiou=tious)}
     for other, p in (compare or {}).items():
         if other in runs:
             raise DataError(f"plots: run name {other!r} is used twice")
         runs[other] = evaluate_detections(gt, p, subset=subset, tiou=tious)
+    # all scoring first, so that bad input fails before any file is written
+    analysis = analyze_false_positives(gt, preds, subset=subset, tiou=analysis_tiou,
+                                       gain_tiou=tious)
+    vid = video if video is not None else example_video(gt, subset)
+    if vid not in gt["database"]:
+        raise DataError(f"timeline: video {vid!r} is not in the ground truth 'database'")
     paths: dict[str, Path] = {}
     paths["per_class_ap"], paths["per_class_ap_csv"] = plot_per_class_ap(
         runs, out / "per_class_ap.png", out / "per_class_ap.csv",
         title=f"Per-class AP ({subset})")
 
-    analysis = analyze_false_positives(gt, preds, subset=subset, tiou=analysis_tiou,
-                                       gain_tiou=tious)
     paths["fp_analysis"], paths["fp_profile_csv"], paths["fp_error_types_csv"] = \
         plot_fp_analysis(analysis, out / "fp_analysis.png", out / "fp_profile.csv",
                          types_csv=out / "fp_error_types.csv")
@@ -432,7 +435,6 @@ def write_all_plots(gt: Mapping[str, Any], preds: Mapping[str, Any], out_dir: st
                        per_class_csv=out / "pr_curves_per_class.csv", result=runs[name],
                        title=f"Precision-recall: {name}")
 
-    vid = video if video is not None else example_video(gt, subset)
     paths["timeline"], paths["timeline_csv"] = plot_timeline(
         gt, preds, vid, out / "timeline.png", top_k=top_k, tiou=analysis_tiou,
         out_csv=out / "timeline.csv")
