@@ -161,6 +161,51 @@ def test_matching_equals_activitynet_loop_on_random_data() -> None:
     assert (got[0] >= 0).sum() >= (got[2] >= 0).sum() > 0  # the data does exercise matching
 
 
+def _reference_types(det, thr: float, min_tiou: float = 0.1) -> list[int]:
+    """DETAD's per-false-positive rule, literally: the highest-tIoU GT of any label decides."""
+    matched = _reference_match(det, thr)
+    out = []
+    for i in range(len(det.pred)):
+        if matched[i] >= 0:
+            out.append(TRUE_POSITIVE)
+            continue
+        g_idx = [g for g in range(len(det.gt)) if det.gt.video[g] == det.pred.video[i]]
+        if not g_idx:
+            out.append(ERROR_CODES["background"])
+            continue
+        ious = segment_tiou(det.pred.segments[i], det.gt.segments[g_idx])
+        k = int(np.argmax(ious))
+        same = det.gt.label[g_idx[k]] == det.pred.label[i]
+        if ious[k] >= thr:
+            out.append(ERROR_CODES["double_detection" if same else "wrong_label"])
+        elif ious[k] >= min_tiou:
+            out.append(ERROR_CODES["localization" if same else "confusion"])
+        else:
+            out.append(ERROR_CODES["background"])
+    return out
+
+
+def test_classification_equals_detad_rule_on_random_data() -> None:
+    rng = np.random.default_rng(1)
+    vids = {f"v{i}": [(str(rng.choice(list("AB"))), s, s + rng.uniform(2, 6))
+                      for s in rng.uniform(0, 20, size=rng.integers(0, 4))] for i in range(8)}
+    items = []
+    for v, anns in vids.items():
+        for _lab, s, e in anns:  # near-misses of every kind around each instance
+            for _ in range(4):
+                j = rng.normal(0, 1.5, 2)
+                items.append((v, str(rng.choice(list("AB"))), float(rng.random()), s + j[0],
+                              max(s + j[0] + 0.2, e + j[1])))
+        for _ in range(3):
+            s = rng.uniform(0, 30)
+            items.append((v, str(rng.choice(list("AB"))), float(rng.random()), s, s + 2))
+    det = load_detections(_gt(vids), _preds(items))
+    for thr in (0.3, 0.5):
+        codes = classify_predictions(det, thr)
+        assert codes.tolist() == _reference_types(det, thr)
+    assert set(classify_predictions(det, 0.5).tolist()) == set(range(6))  # all types occur
+
+
 def test_top_10g_keeps_the_best_scored_per_class() -> None:
     gt = _gt({"v": [("A", 0, 10), ("B", 20, 30), ("B", 40, 50)]})
     items = [("v", "A", s, 60, 61) for s in np.linspace(0.1, 0.9, 15)]
