@@ -211,6 +211,7 @@ def test_missing_model_is_one_line_exit_2(tmp_path: Path) -> None:
     ("missing_features", "features not found"),
     ("foreign_checkpoint", "not an amnet checkpoint"),
     ("bad_override", "only infer.* and tracking.*"),
+    ("bad_device", "--device"),
 ])
 def test_bad_inputs_exit_2_with_one_line(case: str, expected: str, tmp_path: Path, ckpt16: Path,
                                          caplog: pytest.LogCaptureFixture) -> None:
@@ -238,6 +239,8 @@ def test_bad_inputs_exit_2_with_one_line(case: str, expected: str, tmp_path: Pat
         torch.save({"state_dict": {"w": torch.zeros(2)}}, model)
     elif case == "bad_override":
         extra = ["-s", "model.embed_dim=64"]
+    elif case == "bad_device":
+        extra = ["--device", "tpu:0"]
     out = tmp_path / "out.json"
     with caplog.at_level(logging.INFO):
         rc = run_detect(target, "--model", model, "--json", out, *extra)
