@@ -13,8 +13,8 @@ def pairwise_tiou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
-    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]),
-                    0.0, None)
+    left = np.maximum(a[:, None, 0], b[None, :, 0])
+    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - left, 0.0, None)
     union = (a[:, None, 1] - a[:, None, 0]) + (b[None, :, 1] - b[None, :, 0]) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
