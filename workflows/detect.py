@@ -64,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="models:/<name>@<alias> (e.g. models:/amnet-tal@champion), "
                              "models:/<name>/<version>, or an engine checkpoint .pt")
     add_config_arguments(parser)
+    parser.epilog = ("Here -p supplies only tracking.* (where models:/ URIs are looked up) and "
+                     "-s may set infer.* (decoding, e.g. -s infer.nms_sigma=0.7) or tracking.*; "
+                     "everything else comes from the model. Timing precedence: flags > "
+                     "manifest.json > annotations.json beside the features > the model's.")
     parser.add_argument("--fps", type=_positive(float), default=None,
                         help="frames per second of the features (default: manifest / "
                              "annotations beside the features, else the model's data.default_fps)")
@@ -430,8 +434,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.json_out:
         out = Path(args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise DataError(f"cannot write --json {out}: {e.strerror}") from None
         n = sum(len(v) for v in results["results"].values())
         log.info("wrote %d detections for %d video(s) to %s", n, len(results["results"]), out)
     print(format_table(results, timings, args.top))
