@@ -161,7 +161,8 @@ def test_timing_precedence(tmp_path: Path) -> None:
 
 
 def test_registered_model_uri(tmp_path: Path, ckpt16: Path, sqlite_overrides: list[str],
-                              capsys: pytest.CaptureFixture[str]) -> None:
+                              capsys: pytest.CaptureFixture[str],
+                              caplog: pytest.LogCaptureFixture) -> None:
     """models:/<name>@champion from a real SQLite registry gives the checkpoint's detections."""
     from amnet.engine import load_model_for_inference
 
@@ -181,6 +182,9 @@ def test_registered_model_uri(tmp_path: Path, ckpt16: Path, sqlite_overrides: li
     from_ckpt = json.loads(capsys.readouterr().out)
     assert from_registry == from_ckpt and from_ckpt["results"]["v"]
     assert run_detect(*args, "--model", f"models:/{name}/{mv.version}") == 0
+    caplog.clear()
+    assert run_detect(*args, "--model", f"models:/{name}@no_such_alias") == 2
+    assert "no_such_alias" in one_error(caplog)
 
 
 # --------------------------------------------------------------------------- bad inputs
