@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_i3d"
 
@@ -42,6 +43,16 @@ def grey_frames(n: int, height: int = 48, width: int = 64) -> np.ndarray:
 def frame_index(frame: np.ndarray) -> int:
     """Which source frame of :func:`grey_frames` a decoded frame shows."""
     return round(float(frame.mean()) / LEVEL)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The test networks are tiny: one intra-op thread avoids OpenMP barrier stalls when the
+    2-core machine is busy (measured 10x slower with 2 threads under load). Restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
