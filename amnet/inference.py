@@ -166,6 +166,57 @@ def _soft_nms_batched(segs: torch.Tensor, scores: torch.Tensor, labels: torch.Te
     return keep_idx, keep_score
 
 
+def _soft_nms_numpy(segs: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, sigma: float,
+                    iou_thresh: float, min_score: float, max_detections: int,
+                    class_aware: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The same Soft-NMS for one video on the CPU, touching only the picked class per step.
+
+    Candidates are grouped by class (stable, so score order and ties survive); each step takes
+    the best of the per-class maxima, decays only that class's slice (one vectorised update)
+    and refreshes that class's maximum: O(max_detections · (K / classes + classes)) work.
+    ``segs`` ``(K, 2)``, ``scores``/``labels`` ``(K,)``, scores sorted descending. Returns kept
+    indices (into the inputs) in selection order and their decayed scores.
+    """
+    K = len(scores)
+    if K == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    group = labels if class_aware else np.zeros(K, dtype=np.int64)
+    order = np.argsort(group, kind="stable")
+    s, e = segs[order, 0].copy(), segs[order, 1].copy()
+    length = e - s
+    work = np.where(scores[order] >= min_score, scores[order], -np.inf)
+    _, lo = np.unique(group[order], return_index=True)
+    hi = np.append(lo[1:], K)
+    cmax = np.array([work[a:b].max() for a, b in zip(lo, hi, strict=True)])
+    carg = np.array([a + int(np.argmax(work[a:b])) for a, b in zip(lo, hi, strict=True)],
+                    dtype=np.int64)
+    keep_idx, keep_score = [], []
+    for _ in range(min(max_detections, K)):
+        c = int(np.argmax(cmax))
+        best = cmax[c]
+        if not np.isfinite(best):
+            break
+        tied = np.flatnonzero(cmax == best)
+        if len(tied) > 1:  # equal scores in several classes: earliest candidate first
+            c = int(tied[np.argmin(order[carg[tied]])])
+        m = int(carg[c])
+        keep_idx.append(order[m])
+        keep_score.append(best)
+        a, b = lo[c], hi[c]
+        w = work[a:b]  # a view: updated in place
+        w[m - a] = -np.inf
+        inter = np.clip(np.minimum(e[a:b], e[m]) - np.maximum(s[a:b], s[m]), 0, None)
+        union = length[a:b] + length[m] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        hit = iou >= iou_thresh
+        w[hit] *= np.exp(-(iou[hit] ** 2) / sigma)
+        w[w < min_score] = -np.inf
+        j = int(np.argmax(w))
+        cmax[c], carg[c] = w[j], a + j
+    return (np.asarray(keep_idx, dtype=np.int64),
+            np.asarray(keep_score, dtype=np.float64))
+
+
 def soft_nms(segments: ArrayT, scores: ArrayT, labels: ArrayT, *, sigma: float,
              iou_thresh: float, min_score: float, max_detections: int,
              class_aware: bool = True) -> tuple[ArrayT, ArrayT, ArrayT]:
@@ -183,29 +234,43 @@ def soft_nms(segments: ArrayT, scores: ArrayT, labels: ArrayT, *, sigma: float,
     Returns:
         ``(segments, scores, labels)`` of the kept detections, by descending decayed score.
     """
-    as_numpy = isinstance(segments, np.ndarray)
-    s = torch.as_tensor(segments, dtype=torch.float64).reshape(-1, 2)
-    device = s.device
-    sc = torch.as_tensor(scores, dtype=torch.float64, device=device).reshape(-1)
-    lb = torch.as_tensor(labels, device=device).reshape(-1).long()
-    if not (len(s) == len(sc) == len(lb)):
-        raise ValueError(f"soft_nms: {len(s)} segments, {len(sc)} scores, {len(lb)} labels")
-    if len(sc) == 0:
-        idx = torch.zeros(0, dtype=torch.long, device=device)
-        out_s = sc[idx]
-    else:
+    kw = dict(sigma=sigma, iou_thresh=iou_thresh, min_score=min_score,
+              max_detections=max_detections, class_aware=class_aware)
+    if isinstance(segments, torch.Tensor) and segments.device.type != "cpu":
+        s = segments.to(torch.float64).reshape(-1, 2)
+        sc = torch.as_tensor(scores, device=s.device).to(torch.float64).reshape(-1)
+        lb = torch.as_tensor(labels, device=s.device).reshape(-1).long()
+        _check_lengths(len(s), len(sc), len(lb))
         order = torch.argsort(sc, descending=True, stable=True)
-        keep, ks = _soft_nms_batched(
-            s[order][None], sc[order][None], lb[order][None],
-            torch.ones(1, len(sc), dtype=torch.bool, device=device), sigma=sigma,
-            iou_thresh=iou_thresh, min_score=min_score, max_detections=max_detections,
-            class_aware=class_aware)
+        keep, ks = _soft_nms_batched(s[order][None], sc[order][None], lb[order][None],
+                                     torch.ones(1, len(sc), dtype=torch.bool, device=s.device),
+                                     **kw)
         alive = torch.isfinite(ks[0])
-        idx, out_s = order[keep[0][alive]], ks[0][alive]
-    out = (s[idx], out_s, lb[idx])
-    if as_numpy:
-        return tuple(t.cpu().numpy() for t in out)  # type: ignore[return-value]
+        idx = order[keep[0][alive]]
+        return s[idx], ks[0][alive], lb[idx]  # type: ignore[return-value]
+    as_torch = isinstance(segments, torch.Tensor)
+    s = _np(segments, np.float64).reshape(-1, 2)
+    sc = _np(scores, np.float64).reshape(-1)
+    lb = _np(labels, np.int64).reshape(-1)
+    _check_lengths(len(s), len(sc), len(lb))
+    order = np.argsort(-sc, kind="stable")
+    keep, ks = _soft_nms_numpy(s[order], sc[order], lb[order], **kw)
+    idx = order[keep]
+    out = (s[idx], ks, lb[idx])
+    if as_torch:
+        return tuple(torch.from_numpy(x) for x in out)  # type: ignore[return-value]
     return out  # type: ignore[return-value]
+
+
+def _np(x: Any, dtype: type) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _check_lengths(n_seg: int, n_score: int, n_label: int) -> None:
+    if not n_seg == n_score == n_label:
+        raise ValueError(f"soft_nms: {n_seg} segments, {n_score} scores, {n_label} labels")
 
 
 # --------------------------------------------------------------------------- video scores
@@ -359,19 +424,27 @@ def postprocess(output: ModelOutput, metas: list[dict], cfg: InferConfig,
     segs = torch.minimum(segs.clamp(min=0.0), limit.unsqueeze(-1))
     keep &= (segs[..., 1] - segs[..., 0]) > cfg.min_duration
 
-    kidx, kscore = _soft_nms_batched(
-        segs, top, label, keep, sigma=cfg.nms_sigma, iou_thresh=cfg.nms_iou_thresh,
-        min_score=cfg.min_score, max_detections=cfg.max_detections,
-        class_aware=cfg.class_aware)  # one class (agnostic model): same either way
-    out_segs = segs.gather(1, kidx.unsqueeze(-1).expand(-1, -1, 2)).cpu().numpy()
-    out_labels = label.gather(1, kidx).cpu().numpy().astype(np.int64)
-    out_scores = kscore.cpu().numpy()
+    nms = dict(sigma=cfg.nms_sigma, iou_thresh=cfg.nms_iou_thresh, min_score=cfg.min_score,
+               max_detections=cfg.max_detections, class_aware=cfg.class_aware)
+    per_video: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    if device.type == "cpu":  # per video, class slices only: far fewer ops than the batch form
+        segs_np, top_np, label_np, keep_np = (x.numpy() for x in (segs, top, label, keep))
+        for b in range(B):
+            cand = np.flatnonzero(keep_np[b])  # still in descending score order
+            kidx, ks = _soft_nms_numpy(segs_np[b, cand], top_np[b, cand], label_np[b, cand], **nms)
+            per_video.append((segs_np[b, cand[kidx]], ks, label_np[b, cand[kidx]]))
+    else:  # accelerators: all videos of the batch in one tensor per step
+        kidx, kscore = _soft_nms_batched(segs, top, label, keep, **nms)
+        out_segs = segs.gather(1, kidx.unsqueeze(-1).expand(-1, -1, 2)).cpu().numpy()
+        out_labels = label.gather(1, kidx).cpu().numpy()
+        out_scores = kscore.cpu().numpy()
+        for b in range(B):
+            alive = np.isfinite(out_scores[b])
+            per_video.append((out_segs[b][alive], out_scores[b][alive], out_labels[b][alive]))
     w_cpu = weights.cpu().numpy() if weights is not None else None
     dets = []
-    for b, meta in enumerate(metas):
-        alive = np.isfinite(out_scores[b])
-        s, sc, lb = out_segs[b][alive], out_scores[b][alive], out_labels[b][alive]
-        if w_cpu is not None and C == 1:
+    for b, (meta, (s, sc, lb)) in enumerate(zip(metas, per_video, strict=True)):
+        if w_cpu is not None and C == 1:  # class-agnostic model: class_aware makes no difference
             s, sc, lb = _expand_agnostic(s, sc, w_cpu[b], cfg.video_topk, cfg.max_detections)
         dets.append(Detections(str(meta["video_id"]), s.astype(np.float64).reshape(-1, 2),
                                sc.astype(np.float64), lb.astype(np.int64)))

@@ -15,6 +15,7 @@ from amnet.errors import ConfigError, DataError, PredictionError
 from amnet.evaluation.map import evaluate_detections
 from amnet.inference import (
     Detections,
+    _soft_nms_batched,
     confidence,
     decode_segments,
     load_video_scores,
@@ -123,6 +124,35 @@ def test_soft_nms_matches_naive_reference(sigma: float, iou_thresh: float,
         np.testing.assert_array_equal(lb, labels[[x[0] for x in ref]])
 
 
+@pytest.mark.parametrize("sigma", [0.2, 0.5, 2.0])
+@pytest.mark.parametrize("class_aware", [True, False])
+def test_batched_torch_kernel_matches_naive_reference(sigma: float, class_aware: bool) -> None:
+    """The kernel postprocess runs on accelerators: several videos of different sizes at once."""
+    rng = np.random.default_rng(int(sigma * 10) + class_aware)
+    sizes, K, max_det = [50, 13, 0, 31], 50, 20
+    segs = torch.zeros(len(sizes), K, 2, dtype=torch.float64)
+    scores = torch.zeros(len(sizes), K, dtype=torch.float64)
+    labels = torch.zeros(len(sizes), K, dtype=torch.long)
+    valid = torch.zeros(len(sizes), K, dtype=torch.bool)
+    cases = []
+    for b, n in enumerate(sizes):
+        sg, sc, lb = random_candidates(rng, n)
+        order = np.argsort(-sc, kind="stable")
+        sg, sc, lb = sg[order], sc[order], lb[order]
+        segs[b, :n], scores[b, :n] = torch.from_numpy(sg), torch.from_numpy(sc)
+        labels[b, :n], valid[b, :n] = torch.from_numpy(lb), True
+        scores[b, n:] = 5.0  # padding with high scores must stay invisible
+        cases.append((sg, sc, lb))
+    kw = dict(sigma=sigma, iou_thresh=0.1, min_score=1e-3, max_detections=max_det,
+              class_aware=class_aware)
+    kidx, ks = _soft_nms_batched(segs, scores, labels, valid, **kw)
+    for b, (sg, sc, lb) in enumerate(cases):
+        ref = naive_soft_nms(sg, sc, lb, **kw)
+        alive = torch.isfinite(ks[b])
+        assert kidx[b][alive].tolist() == [x[0] for x in ref]
+        np.testing.assert_allclose(ks[b][alive].numpy(), [x[1] for x in ref], rtol=1e-10)
+
+
 def test_soft_nms_min_score_drops_decayed_candidates() -> None:
     segs = np.array([[0.0, 10.0], [0.0, 10.0], [0.0, 9.0]])
     scores = np.array([0.9, 0.8, 0.7])
@@ -145,6 +175,18 @@ def test_soft_nms_is_class_aware() -> None:
     assert sc[1] == pytest.approx(0.8 * math.exp(-1 / 0.5))
     _, sc, _ = soft_nms(segs, scores, np.array([1, 1]), class_aware=True, **kw)
     assert sc[1] == pytest.approx(0.8 * math.exp(-1 / 0.5))
+
+
+def test_soft_nms_ties_keep_input_order_across_classes() -> None:
+    segs = np.array([[0.0, 1.0], [5.0, 6.0], [9.0, 10.0]])
+    scores = np.array([0.5, 0.5, 0.5])
+    kw = dict(sigma=0.5, iou_thresh=0.1, min_score=1e-3, max_detections=10, class_aware=True)
+    _, _, lb = soft_nms(segs, scores, np.array([2, 0, 1]), **kw)
+    assert lb.tolist() == [2, 0, 1]
+    kidx, _ = _soft_nms_batched(torch.from_numpy(segs)[None], torch.from_numpy(scores)[None],
+                                torch.tensor([[2, 0, 1]]), torch.ones(1, 3, dtype=torch.bool),
+                                **kw)
+    assert kidx[0].tolist() == [0, 1, 2]
 
 
 def test_soft_nms_iou_thresh_and_torch_and_empty() -> None:
