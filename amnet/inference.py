@@ -357,10 +357,18 @@ def _meta_column(metas: Sequence[dict], key: str, default: float | None = None) 
     vals = []
     for i, m in enumerate(metas):
         v = m.get(key, default)
+        where = f"postprocess: metas[{i}] (video {m.get('video_id')!r})"
         if v is None:
-            raise PredictionError(f"postprocess: metas[{i}] (video {m.get('video_id')!r}) "
-                                  f"lacks {key!r}")
-        vals.append(float(v))
+            raise PredictionError(f"{where} lacks {key!r}")
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            raise PredictionError(f"{where}: {key!r} must be a number, got {v!r}") from None
+        if not math.isfinite(x) or (key in ("fps", "stride", "window") and x <= 0):
+            raise PredictionError(f"{where}: {key!r} must be a finite"
+                                  f"{' positive' if key in ('fps', 'stride', 'window') else ''}"
+                                  f" number, got {v!r}")
+        vals.append(x)
     return torch.tensor(vals, dtype=torch.float64).unsqueeze(1)
 
 
@@ -424,23 +432,7 @@ def postprocess(output: ModelOutput, metas: list[dict], cfg: InferConfig,
     segs = torch.minimum(segs.clamp(min=0.0), limit.unsqueeze(-1))
     keep &= (segs[..., 1] - segs[..., 0]) > cfg.min_duration
 
-    nms = dict(sigma=cfg.nms_sigma, iou_thresh=cfg.nms_iou_thresh, min_score=cfg.min_score,
-               max_detections=cfg.max_detections, class_aware=cfg.class_aware)
-    per_video: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    if device.type == "cpu":  # per video, class slices only: far fewer ops than the batch form
-        segs_np, top_np, label_np, keep_np = (x.numpy() for x in (segs, top, label, keep))
-        for b in range(B):
-            cand = np.flatnonzero(keep_np[b])  # still in descending score order
-            kidx, ks = _soft_nms_numpy(segs_np[b, cand], top_np[b, cand], label_np[b, cand], **nms)
-            per_video.append((segs_np[b, cand[kidx]], ks, label_np[b, cand[kidx]]))
-    else:  # accelerators: all videos of the batch in one tensor per step
-        kidx, kscore = _soft_nms_batched(segs, top, label, keep, **nms)
-        out_segs = segs.gather(1, kidx.unsqueeze(-1).expand(-1, -1, 2)).cpu().numpy()
-        out_labels = label.gather(1, kidx).cpu().numpy()
-        out_scores = kscore.cpu().numpy()
-        for b in range(B):
-            alive = np.isfinite(out_scores[b])
-            per_video.append((out_segs[b][alive], out_scores[b][alive], out_labels[b][alive]))
+    per_video = _nms_per_video(segs, top, label, keep, cfg, batched=device.type != "cpu")
     w_cpu = weights.cpu().numpy() if weights is not None else None
     dets = []
     for b, (meta, (s, sc, lb)) in enumerate(zip(metas, per_video, strict=True)):
@@ -449,6 +441,34 @@ def postprocess(output: ModelOutput, metas: list[dict], cfg: InferConfig,
         dets.append(Detections(str(meta["video_id"]), s.astype(np.float64).reshape(-1, 2),
                                sc.astype(np.float64), lb.astype(np.int64)))
     return dets
+
+
+def _nms_per_video(segs: torch.Tensor, top: torch.Tensor, label: torch.Tensor,
+                   keep: torch.Tensor, cfg: InferConfig, *, batched: bool
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Soft-NMS of each video's candidates ``(B, K)`` → [(segments, scores, labels)] (numpy).
+
+    ``batched``: one torch kernel for all videos (accelerators); otherwise the per-video numpy
+    kernel, which touches only the picked class per step (far fewer ops on a CPU).
+    """
+    nms = dict(sigma=cfg.nms_sigma, iou_thresh=cfg.nms_iou_thresh, min_score=cfg.min_score,
+               max_detections=cfg.max_detections, class_aware=cfg.class_aware)
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    if not batched:
+        segs_np, top_np, label_np, keep_np = (x.cpu().numpy() for x in (segs, top, label, keep))
+        for b in range(len(top_np)):
+            cand = np.flatnonzero(keep_np[b])  # still in descending score order
+            kidx, ks = _soft_nms_numpy(segs_np[b, cand], top_np[b, cand], label_np[b, cand], **nms)
+            out.append((segs_np[b, cand[kidx]], ks, label_np[b, cand[kidx]]))
+        return out
+    kidx, kscore = _soft_nms_batched(segs, top, label, keep, **nms)
+    out_segs = segs.gather(1, kidx.unsqueeze(-1).expand(-1, -1, 2)).cpu().numpy()
+    out_labels = label.gather(1, kidx).cpu().numpy()
+    out_scores = kscore.cpu().numpy()
+    for b in range(len(out_scores)):
+        alive = np.isfinite(out_scores[b])
+        out.append((out_segs[b][alive], out_scores[b][alive], out_labels[b][alive]))
+    return out
 
 
 def _expand_agnostic(segs: np.ndarray, scores: np.ndarray, weights: np.ndarray, topk: int,

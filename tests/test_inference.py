@@ -15,6 +15,7 @@ from amnet.errors import ConfigError, DataError, PredictionError
 from amnet.evaluation.map import evaluate_detections
 from amnet.inference import (
     Detections,
+    _nms_per_video,
     _soft_nms_batched,
     confidence,
     decode_segments,
@@ -264,6 +265,29 @@ def test_postprocess_masks_padding_limits_and_batches() -> None:
         np.testing.assert_array_equal(single.labels, dets[b].labels)
 
 
+def test_both_nms_branches_of_postprocess_agree() -> None:
+    """CPU runs the numpy kernel; accelerators the batched one: same detections."""
+    rng = np.random.default_rng(3)
+    B, K = 3, 120
+    segs, scores, labels, keep = [], [], [], []
+    for b in range(B):
+        sg, sc, lb = random_candidates(rng, K, n_classes=4)
+        order = np.argsort(-sc, kind="stable")
+        segs.append(sg[order])
+        scores.append(sc[order])
+        labels.append(lb[order])
+        keep.append(rng.random(K) < (0.9 if b < 2 else 0.0))  # last video: nothing valid
+    args = [torch.from_numpy(np.stack(x)) for x in (segs, scores, labels, keep)]
+    cfg = InferConfig(max_detections=30)
+    a = _nms_per_video(*args, cfg, batched=False)
+    b = _nms_per_video(*args, cfg, batched=True)
+    assert len(a[0][1]) == 30 and len(a[2][1]) == 0
+    for (sa, ca, la), (sb, cb, lb) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(sa, sb)
+        np.testing.assert_allclose(ca, cb, rtol=1e-12)
+        np.testing.assert_array_equal(la, lb)
+
+
 def test_postprocess_equals_topk_then_reference_nms() -> None:
     torch.manual_seed(1)
     N, C = 50, 3
@@ -353,6 +377,8 @@ def test_postprocess_rejects_wrong_metas() -> None:
     del bad["fps"]
     with pytest.raises(PredictionError, match=r"metas\[1\] \(video 'b'\) lacks 'fps'"):
         postprocess(out, [meta("a"), bad], InferConfig(confidence="sigmoid"))
+    with pytest.raises(PredictionError, match=r"video 'b'\): 'fps' must be a finite positive"):
+        postprocess(out, [meta("a"), meta("b", fps=0.0)], InferConfig(confidence="sigmoid"))
 
 
 # --------------------------------------------------------------------------- results JSON
