@@ -9,13 +9,14 @@ any batch size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch.nn import functional as F
 
-from amnet.model.assign import Targets
-from amnet.model.output import ModelOutput
+if TYPE_CHECKING:  # runtime import would be circular (the model imports triplet_loss)
+    from amnet.model.assign import Targets
+    from amnet.model.output import ModelOutput
 
 __all__ = [
     "DetectionLosses",
