@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from amnet.evaluation.map import THUMOS_TIOU, evaluate_detections
+from amnet.evaluation.map import THUMOS_TIOU, MAPResult, evaluate_detections
 
 THUMOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "thumos14.json"
 
@@ -180,12 +181,15 @@ def main() -> None:
     print(f"{n} predictions over {len(pred['results'])} videos "
           f"({n_test} Test videos with GT), thresholds {list(THUMOS_TIOU)}")
 
-    times = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        ours = evaluate_detections(gt, pred, subset="Test", tiou=THUMOS_TIOU)
-        times.append(time.perf_counter() - t0)
-    t_ours = min(times)
+    def time_ours() -> tuple[float, MAPResult]:
+        best = math.inf
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            res = evaluate_detections(gt, pred, subset="Test", tiou=THUMOS_TIOU)
+            best = min(best, time.perf_counter() - t0)
+        return best, res
+
+    t_ours, ours = time_ours()
     print(f"amnet evaluator : {t_ours:8.3f} s  ({n / t_ours / 1e6:.2f} M predictions/s)")
     print("mAP:", {k: round(v, 4) for k, v in ours.metrics().items()})
     if args.no_baseline:
@@ -195,6 +199,9 @@ def main() -> None:
     base_map, base_ap = baseline_evaluate(gt, pred, "Test", np.asarray(THUMOS_TIOU))
     t_base = time.perf_counter() - t0
     print(f"pandas baseline : {t_base:8.3f} s  ({n / t_base / 1e3:.1f} k predictions/s)")
+    t_again, _ = time_ours()  # again, so a change in machine load hits both sides
+    print(f"amnet, re-timed : {t_again:8.3f} s")
+    t_ours = max(t_ours, t_again)  # the slower of the two: a conservative speed-up
     print(f"speed-up        : {t_base / t_ours:8.1f}x")
     d_map = max(abs(ours.mAP[t] - base_map[i]) for i, t in enumerate(THUMOS_TIOU))
     d_ap = max(abs(ours.per_class_AP[t][c] - base_ap[c][i])

@@ -13,6 +13,8 @@ report, written anew here and vectorised):
    Each GT is matched at most once per threshold.
 3. Predictions on a video without GT of their class, or on a video outside the evaluated subset
    (or absent from the GT file), are false positives. Nothing is clipped to [0, duration].
+   tIoU is :func:`amnet.evaluation.tiou.pairwise_tiou`; a zero union (zero-length prediction
+   on a zero-length GT) gives 0, where the public code's 0/0 = NaN would count as a match.
 4. AP is the all-points interpolated precision (each precision replaced by the maximum at equal
    or higher recall) summed over the recall steps; no 11-point sampling, no merging of tied
    scores. mAP@t is the mean over **all** classes that have GT in the subset (a class without
@@ -337,6 +339,9 @@ def _parse_predictions(predictions: Mapping[str, Any], gt: _GroundTruth, lenient
     video_map = np.fromiter((gt.videos.get(v, len(gt.videos) + k) for k, v in enumerate(vids)),
                             dtype=np.int64, count=len(vids))
     video = video_map[np.repeat(np.arange(len(vids)), counts)]
+    if n and not (video_map < len(gt.videos)).any():
+        log.warning("none of the %d predicted videos is in the evaluated GT subset; every "
+                    "prediction is a false positive (wrong --subset or GT file?)", len(vids))
     # Labels the GT uses only outside the subset have no class to be scored in.
     keep = (label >= 0) & (label < len(gt.classes))
     return _Predictions(segments=seg[keep], scores=score[keep], labels=label[keep],
