@@ -375,6 +375,8 @@ def run_extraction(cfg: ExtractConfig, *, force: bool = False,
             manifest["videos"][vid] = entry
             report.cached.append(vid)
         else:
+            # stale features (other settings/weights/bytes) must not outlive their manifest entry
+            (out_dir / f"{vid}.npy").unlink(missing_ok=True)
             todo.append((vid, path))
     log.info("%d videos in %s: %d cached, %d to extract", len(videos), cfg.video_dir,
              len(report.cached), len(todo))
@@ -388,7 +390,6 @@ def run_extraction(cfg: ExtractConfig, *, force: bool = False,
             try:
                 entry = _extract_one(vid, path, model, cfg, device, key, out_dir)
             except VideoDecodeError as e:
-                (out_dir / f"{vid}.npy").unlink(missing_ok=True)  # stale features of old bytes
                 manifest["skipped"].append({"video": vid, "path": str(path), "error": str(e)})
                 report.skipped.append({"video": vid, "path": str(path), "error": str(e)})
                 _write_manifest(out_dir, manifest)

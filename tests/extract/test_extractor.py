@@ -71,18 +71,21 @@ def test_extract_video_shape_dtype_and_determinism(make_video, tmp_path):
     np.testing.assert_allclose(res.features, manual, rtol=1e-4, atol=1e-5)
 
 
-def test_folder_layout_and_manifest(make_video, tmp_path):
+def test_folder_layout_and_manifest(make_video, real_videos, tmp_path):
     videos = tmp_path / "videos"
     make_video("clip_a.mp4", n_frames=50, folder=videos)
     make_video("clip_b.mp4", n_frames=30, fps=15, folder=videos)
     make_video("tiny.mp4", n_frames=5, folder=videos)  # shorter than one window
-    garbage(videos / "broken.mp4")
+    garbage(videos / "broken.mp4")  # fails to open
+    # decodes for a while, then fails (error raised in the decode thread, after snippets)
+    (videos / "cut.mp4").write_bytes(real_videos["tennis26"].read_bytes()[:350_000])
     (videos / "notes.txt").write_text("not a video")
     cfg = config(tmp_path)
     report = run_extraction(cfg)
 
     assert sorted(report.extracted) == ["clip_a", "clip_b", "tiny"]
-    assert [s["video"] for s in report.skipped] == ["broken"]
+    assert [s["video"] for s in report.skipped] == ["broken", "cut"]
+    assert "truncated" in report.skipped[1]["error"]
     out = Path(cfg.out_dir)
     assert sorted(p.name for p in out.iterdir()) == [
         "clip_a.npy", "clip_b.npy", "manifest.json", "tiny.npy"]  # no temp files left behind
