@@ -62,6 +62,8 @@ def quiet_ray_logs() -> None:
     """Worker setup hook: silence per-report INFO lines and the PG cleaner's shutdown noise."""
     logging.getLogger(
         "ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # "Checkpoint successfully created"
     spec = find_spec("ray.train.v2._internal.execution.context")
     if spec is not None and spec.origin:  # that module logs through getLogger(__file__)
         logging.getLogger(spec.origin).setLevel(logging.WARNING)
