@@ -44,7 +44,8 @@ class SyntheticConfig:
     blur: float = _f(1.5, ge=0, help="temporal blur (snippets, gaussian sigma) between neighbours")
     background_similarity: float = _f(0.35, ge=0, le=1, help="how much background resembles the video's class")
     confusion: float = _f(0.45, ge=0, le=1, help="weight shared between confusable class pairs")
-    noise: float = _f(0.6, ge=0)
+    noise: float = _f(0.6, ge=0, help="per-channel noise (pre-activation units)")
+    signal: float = _f(0.3, gt=0, help="strength of the action-class signal against the noise")
     seed: int = _f(0)
 
 
@@ -206,7 +207,7 @@ class ExtractConfig:
     """I3D feature extraction from raw videos (``amnet extract``, see ``amnet.extract``)."""
 
     video_dir: str = _f("data/videos", help="folder of source videos (not recursive)")
-    out_dir: str = _f("data/extracted", help="writes <video_id>.npy (T x C float32) + manifest.json")
+    out_dir: str = _f("data/extracted", help="<video_id>.npy (T x C float32) + manifest.json")
     extensions: list[str] = _f(factory=lambda: [".mp4", ".avi", ".mkv", ".mov", ".webm"],
                                help="video file suffixes picked up in video_dir")
     fps: float = _f(30.0, gt=0, help="target fps: frames are resampled to it by timestamp")
