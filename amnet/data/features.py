@@ -52,7 +52,8 @@ def validate_features(arr: np.ndarray, *, path: Path | str, video_id: str,
     if feature_dim is not None and c != feature_dim:
         raise DataError(f"{where}: feature dimension is {c}, expected {feature_dim} "
                         f"(data.feature_dim); shape {tuple(arr.shape)}")
-    out = np.asarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: reported below
+        out = np.asarray(arr, dtype=np.float32)
     finite = np.isfinite(out)
     if not finite.all():
         bad = np.argwhere(~finite)
@@ -60,7 +61,8 @@ def validate_features(arr: np.ndarray, *, path: Path | str, video_id: str,
         src_bad = not np.isfinite(arr[r, col])  # else: finite float64 that overflows float32
         raise DataError(f"{where}: {len(bad)} non-finite feature value(s) (NaN/Inf"
                         f"{'' if src_bad else ' after conversion to float32'}), first at "
-                        f"snippet {r}, channel {col} = {arr[r, col]!r}; expected finite values")
+                        f"snippet {r}, channel {col} = {float(arr[r, col])}; "
+                        "expected finite values")
     return out
 
 

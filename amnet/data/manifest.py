@@ -19,7 +19,7 @@ from amnet.data.features import feature_path, load_feature_file, read_header
 from amnet.errors import DataError
 
 __all__ = ["ANNOTATIONS_FILE", "MANIFEST_FILE", "MANIFEST_FORMAT", "check_video",
-           "read_manifest", "verify_manifest", "write_manifest"]
+           "describe_features", "read_manifest", "verify_manifest", "write_manifest"]
 
 MANIFEST_FILE = "manifest.json"
 ANNOTATIONS_FILE = "annotations.json"
@@ -37,14 +37,24 @@ def dump_json(obj: Any, path: Path) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def describe_features(path: Path, video_id: str, feature_dim: int | None = None
+                      ) -> dict[str, Any]:
+    """Validate one feature file; its manifest facts: shape, dtype (as stored), sha256."""
+    _, sha = load_feature_file(path, video_id, feature_dim=feature_dim, with_sha256=True)
+    shape, dtype = read_header(path, video_id)
+    return {"file": path.name, "shape": list(shape), "dtype": str(dtype), "sha256": sha}
+
+
 def write_manifest(root: str | Path, *, stride: int, window: int,
                    classes: Sequence[str] | None = None, source: dict[str, Any] | None = None,
                    feature_dim: int | None = None, default_fps: float | None = None,
-                   segment_policy: str = "clip") -> dict[str, Any]:
+                   segment_policy: str = "clip",
+                   entries: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Describe ``<root>/annotations.json`` + every annotated ``<video>.npy``; write the manifest.
 
-    Each feature file is read and validated (rank, dimension, finite values) on the way.
-    Returns the manifest as a dict.
+    Each feature file is read and validated (rank, dimension, finite values) on the way, unless
+    ``entries`` already holds its :func:`describe_features` (validated elsewhere, e.g. at the
+    source of a hardlink). Returns the manifest as a dict.
     """
     root = Path(root)
     ann_path = root / ANNOTATIONS_FILE
@@ -54,11 +64,9 @@ def write_manifest(root: str | Path, *, stride: int, window: int,
     dims = set()
     for vid, v in sorted(ann.videos.items()):
         path = feature_path(root, vid)
-        _arr, sha = load_feature_file(path, vid, feature_dim=feature_dim, with_sha256=True)
-        shape, dtype = read_header(path, vid)
-        dims.add(shape[1])
-        videos[vid] = {"file": path.name, "shape": list(shape), "dtype": str(dtype),
-                       "sha256": sha, "fps": v.fps, "subset": v.subset}
+        entry = (entries or {}).get(vid) or describe_features(path, vid, feature_dim)
+        dims.add(entry["shape"][1])
+        videos[vid] = {**entry, "file": path.name, "fps": v.fps, "subset": v.subset}
     if len(dims) > 1:
         raise DataError(f"{root}: feature files have different dimensions {sorted(dims)} "
                         "(expected one C for the whole set)")

@@ -1,0 +1,79 @@
+"""manifest.json: written deterministically, read back, verified against the files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datahelpers import video, write_set
+
+from amnet.data.manifest import read_manifest, verify_manifest, write_manifest
+from amnet.errors import DataError
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> Path:
+    root = write_set(tmp_path / "s", {"a": video(), "b": video("Test")},
+                     feats={"b": np.ones((99, 8))})  # float64 kept as stored
+    write_manifest(root, stride=2, window=4, classes=["Jump", "Throw", "Swim"],
+                   source={"kind": "test"})
+    return root
+
+
+def test_contents(prepared: Path) -> None:
+    m = read_manifest(prepared)
+    assert m is not None
+    assert (m["stride"], m["window"], m["feature_dim"]) == (2, 4, 8)
+    assert m["classes"] == ["Jump", "Throw", "Swim"]
+    assert m["videos"]["a"]["shape"] == [99, 8] and m["videos"]["a"]["dtype"] == "float32"
+    assert m["videos"]["b"]["dtype"] == "float64" and m["videos"]["b"]["subset"] == "Test"
+    assert m["videos"]["a"]["fps"] == 10.0 and len(m["videos"]["a"]["sha256"]) == 64
+    assert verify_manifest(prepared) == m
+
+
+def test_deterministic_bytes(prepared: Path) -> None:
+    first = (prepared / "manifest.json").read_bytes()
+    write_manifest(prepared, stride=2, window=4, classes=["Jump", "Throw", "Swim"],
+                   source={"kind": "test"})
+    assert (prepared / "manifest.json").read_bytes() == first
+
+
+def test_changed_feature_file_detected(prepared: Path) -> None:
+    np.save(prepared / "a.npy", np.zeros((99, 8), np.float32))  # same shape, other data
+    verify_manifest(prepared, checksums=False)  # headers still agree
+    with pytest.raises(DataError, match=r"video 'a': a.npy changed since the manifest"):
+        verify_manifest(prepared)
+
+
+def test_changed_shape_and_annotations_detected(prepared: Path) -> None:
+    np.save(prepared / "a.npy", np.zeros((50, 8), np.float32))
+    with pytest.raises(DataError, match=r"video 'a': file has shape \[50, 8\], manifest says "
+                                        r"\[99, 8\]"):
+        verify_manifest(prepared, checksums=False)
+    (prepared / "annotations.json").write_text(
+        (prepared / "annotations.json").read_text().replace("Jump", "Throw"))
+    with pytest.raises(DataError, match=r"annotations\.json: changed since"):
+        verify_manifest(prepared)
+
+
+def test_missing_file_and_fields(prepared: Path, tmp_path: Path) -> None:
+    (prepared / "b.npy").unlink()
+    with pytest.raises(DataError, match="video 'b': feature file not found"):
+        verify_manifest(prepared)
+    m = json.loads((prepared / "manifest.json").read_text())
+    del m["classes"]
+    (prepared / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DataError, match=r"manifest\.json: missing field 'classes'"):
+        read_manifest(prepared)
+    assert read_manifest(tmp_path) is None
+    with pytest.raises(DataError, match=r"no manifest\.json"):
+        verify_manifest(tmp_path)
+
+
+def test_mixed_dimensions_refused(tmp_path: Path) -> None:
+    root = write_set(tmp_path / "s", {"a": video(), "b": video()},
+                     feats={"b": np.ones((99, 6), np.float32)})
+    with pytest.raises(DataError, match=r"different dimensions \[6, 8\]"):
+        write_manifest(root, stride=2, window=4)

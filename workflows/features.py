@@ -1,0 +1,175 @@
+"""``amnet features`` / DVC stage ``features``: build or import the feature set training reads.
+
+* ``data.source=synthetic``: generate the embedded THUMOS14-shaped set into ``data.root``.
+* ``data.source=release``: validate a public feature release (``data.release_dir`` of
+  ``<video>.npy`` + ``data.release_annotations``) and bring it into ``data.root``, hardlinking
+  each file when the filesystem allows it and copying otherwise (logged, and recorded in the
+  manifest as ``source.transfer``).
+
+Either way ``data.root`` ends up with ``<video>.npy`` + ``annotations.json`` +
+``manifest.json``. The folder is built beside ``data.root`` and swapped in only when complete,
+so a failed run never leaves a half-written set behind.
+
+Usage: ``amnet features -p params/default.yaml [-s key=value ...]`` or
+``python -m workflows.features -p ... [-s ...]`` (the DVC stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amnet.config import Config, load_config
+from amnet.data.annotations import AnnotationSet, load_annotations
+from amnet.data.features import feature_path
+from amnet.data.manifest import ANNOTATIONS_FILE, MANIFEST_FILE, describe_features, write_manifest
+from amnet.data.synthetic import generate_synthetic
+from amnet.errors import ConfigError, DataError
+from workflows.cli import add_config_arguments
+
+__all__ = ["add_arguments", "prepare_features", "run", "summarize"]
+
+log = logging.getLogger(__name__)
+
+
+def prepare_features(cfg: Config) -> Path:
+    """Make ``cfg.data.root`` hold the configured feature set (see module docstring)."""
+    d = cfg.data
+    root = Path(d.root)
+    _check_replaceable(root)
+    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        if d.source == "synthetic":
+            s = d.synthetic
+            for key in ("feature_dim", "num_classes"):
+                if getattr(s, key) != getattr(d, key):
+                    raise ConfigError(f"'data.synthetic.{key}' ({getattr(s, key)}) must equal "
+                                      f"'data.{key}' ({getattr(d, key)})")
+            generate_synthetic(s, tmp, stride=d.stride, window=d.window)
+        else:
+            _import_release(cfg, tmp)
+        _swap_in(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return root
+
+
+def _check_replaceable(root: Path) -> None:
+    """Refuse to replace a folder that is not a feature set (e.g. ``data.root=.`` by mistake)."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise DataError(f"data.root {root} exists and is not a folder")
+    foreign = [p.name for p in root.iterdir()
+               if not (p.is_file() and (p.suffix == ".npy"
+                                        or p.name in (ANNOTATIONS_FILE, MANIFEST_FILE)))]
+    if foreign:
+        raise DataError(f"data.root {root} holds other things than a feature set "
+                        f"({sorted(foreign)[:5]}); refusing to replace it")
+
+
+def _swap_in(tmp: Path, root: Path) -> None:
+    root.parent.mkdir(parents=True, exist_ok=True)
+    old = root.with_name(f".{root.name}.old-{os.getpid()}")
+    if root.exists():
+        root.rename(old)
+    tmp.rename(root)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _import_release(cfg: Config, out: Path) -> None:
+    d = cfg.data
+    for key in ("release_dir", "release_annotations"):
+        if not getattr(d, key):
+            raise ConfigError(f"'data.{key}' must be set when data.source=release")
+    src = Path(d.release_dir)
+    if not src.is_dir():
+        raise DataError(f"data.release_dir: feature folder not found: {src}")
+    ann = load_annotations(d.release_annotations, default_fps=d.default_fps,
+                           segment_policy=d.segment_policy)
+    missing = [v for v in sorted(ann.videos) if not feature_path(src, v).is_file()]
+    if missing:
+        raise DataError(f"{src}: no feature file for {len(missing)} of {len(ann.videos)} "
+                        f"annotated videos, e.g. {missing[:5]} (expected <video_id>.npy for each "
+                        f"video of {d.release_annotations})")
+    if len(ann.classes) > d.num_classes:
+        raise DataError(f"{d.release_annotations}: {len(ann.classes)} classes but "
+                        f"data.num_classes={d.num_classes}")
+    out.mkdir(parents=True)
+    entries: dict[str, dict[str, Any]] = {}
+    modes = {"hardlink": 0, "copy": 0}
+    from tqdm import tqdm
+
+    for vid in tqdm(sorted(ann.videos), desc="import features", unit="video", disable=None):
+        path = feature_path(src, vid)
+        entries[vid] = describe_features(path, vid, d.feature_dim)  # validates the file
+        try:
+            os.link(path, feature_path(out, vid))
+            modes["hardlink"] += 1
+        except OSError:  # other filesystem, or not allowed to link a file we do not own
+            shutil.copyfile(path, feature_path(out, vid))
+            modes["copy"] += 1
+    shutil.copyfile(d.release_annotations, out / ANNOTATIONS_FILE)
+    transfer = "hardlink" if not modes["copy"] else "copy" if not modes["hardlink"] else "mixed"
+    log.info("imported %d feature files from %s: %d hardlinked, %d copied", len(entries), src,
+             modes["hardlink"], modes["copy"])
+    write_manifest(out, stride=d.stride, window=d.window, classes=ann.classes,
+                   default_fps=d.default_fps, segment_policy=d.segment_policy, entries=entries,
+                   source={"kind": "release", "release_dir": d.release_dir,
+                           "release_annotations": d.release_annotations, "transfer": transfer,
+                           "hardlinked": modes["hardlink"], "copied": modes["copy"]})
+
+
+def summarize(root: str | Path, cfg: Config) -> dict[str, dict[str, float]]:
+    """Per-subset figures of a prepared set: videos, snippets/video, actions, median lengths."""
+    from amnet.data.manifest import read_manifest
+
+    root = Path(root)
+    ann: AnnotationSet = load_annotations(root / ANNOTATIONS_FILE,
+                                          default_fps=cfg.data.default_fps,
+                                          segment_policy=cfg.data.segment_policy)
+    m = read_manifest(root) or {"videos": {}}
+    out = {}
+    for subset in sorted({v.subset for v in ann.videos.values()}):
+        st = ann.stats(subset)
+        t = [m["videos"][v.video_id]["shape"][0] for v in ann.subset(subset)
+             if v.video_id in m["videos"]]
+        if t:
+            st["snippets_per_video_median"] = float(np.median(t))
+            st["snippets_per_video_mean"] = float(np.mean(t))
+        out[subset] = st
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.params, args.overrides)
+    root = prepare_features(cfg)
+    print(f"feature set ({cfg.data.source}) ready in {root}")
+    for subset, st in summarize(root, cfg).items():
+        print(f"  {subset}: {st['videos']} videos, "
+              f"{st.get('snippets_per_video_median', float('nan')):.0f} snippets/video (median), "
+              f"{st['actions_per_video_mean']:.1f} actions/video (mean), "
+              f"median duration {st['duration_median_s']:.1f} s, "
+              f"median action {st['action_length_median_s']:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    from workflows.cli import main
+
+    sys.exit(main(["features", *sys.argv[1:]]))
