@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_video
+from extract_helpers import write_video
 
 from amnet.config import ExtractConfig
 from amnet.errors import ConfigError, DataError, ModelLoadError

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import LEVEL, frame_index, write_video
+from extract_helpers import LEVEL, frame_index, write_video
 
 from amnet.data.timing import expected_num_snippets, snippet_to_seconds
 from amnet.errors import DataError
