@@ -24,21 +24,14 @@ SMALL = {"fps": 25.0, "stride": 4, "window": 8, "resize": 40, "crop": 32, "width
          "device": "cpu", "batch_size": 4}
 
 # The stage as the README/dvc.yaml documents it (in its own pipeline file, run from the root).
-STAGE = """\
-stages:
-  extract:
-    wdir: ../..
-    cmd: python -m workflows.extract -p params/extract.yaml
-    deps:
-      - data/videos
-      - weights/rgb_small.pt
-    params:
-      - params/extract.yaml:
-          - extract
-    outs:
-      - data/extracted:
-          persist: true
-"""
+def project_stage() -> str:
+    """The repo's own extraction stage, with the test's small weights and without the code
+    deps (the temporary repo holds no copy of amnet/)."""
+    spec = yaml.safe_load((REPO / "pipelines" / "extract" / "dvc.yaml").read_text())
+    stage = spec["stages"]["extract"]
+    stage["deps"] = [("weights/rgb_small.pt" if d.startswith("weights/") else d)
+                     for d in stage["deps"] if not d.startswith(("amnet/", "workflows/"))]
+    return yaml.safe_dump(spec, sort_keys=False)
 
 
 def write_params(path: Path, **extract) -> Path:
@@ -101,7 +94,7 @@ def test_dvc_stage_extracts_only_the_added_video(make_video, tmp_path):
     write_params(repo / "params" / "extract.yaml", video_dir="data/videos",
                  out_dir="data/extracted", checkpoint="weights/rgb_small.pt")
     (repo / "pipelines" / "extract").mkdir(parents=True)
-    (repo / "pipelines" / "extract" / "dvc.yaml").write_text(STAGE)
+    (repo / "pipelines" / "extract" / "dvc.yaml").write_text(project_stage())
     target = "pipelines/extract/dvc.yaml"
 
     first = sh(str(BIN / "dvc"), "repro", target)
