@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from amnet.config import Config, from_dict
 from amnet.errors import AmnetError, ConfigError, DataError, ModelLoadError
-from amnet.losses import detection_losses
+from amnet.losses import DetectionLosses, detection_losses
 from amnet.model.amnet import AMNet
 from amnet.model.assign import assign_targets, inside_segments
 
@@ -53,16 +53,20 @@ __all__ = [
     "TrainState",
     "build_model",
     "build_train_state",
+    "detect_phase",
     "evaluate",
     "fit",
     "ground_truth",
     "load_checkpoint",
     "load_model_for_inference",
     "make_loader",
+    "mask_phase",
     "predict",
     "resolve_device",
+    "restore_rng",
     "save_checkpoint",
     "seed_everything",
+    "train_epoch_setup",
     "train_one_epoch",
 ]
 
@@ -268,11 +272,72 @@ def _to(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, ...]
             [s.to(device) for s in batch["segments"]], [lab.to(device) for lab in batch["labels"]])
 
 
+def mask_phase(state: TrainState, net: nn.Module, feats: torch.Tensor, mask: torch.Tensor,
+               segments: list[torch.Tensor], cfg: Config, device: torch.device,
+               amp: str = "off") -> torch.Tensor:
+    """Phase 1 — mask representation learning (Eq. 1–3, §3.4).
+
+    Back-propagates ``λ2 · L_trip`` and steps the AME parameters only (every other gradient
+    is cleared before the optimiser step). Returns the detached L_trip; no-op (0) without AME
+    or with λ2 = 0.
+    """
+    model = state.model
+    ame = model.ame_parameters()
+    if not ame or cfg.loss.lambda2 <= 0:
+        return torch.zeros((), device=device)
+    ame_ids = {id(p) for p in ame}
+    rest = [p for p in model.parameters() if id(p) not in ame_ids]
+    state.optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, amp):
+        trip = net(feats, mask, phase="mask", pos_mask=inside_segments(segments, mask)).float()
+    _check_finite(trip, "triplet", state)
+    _apply(state, cfg.loss.lambda2 * trip, ame, rest, cfg.train.clip_grad)
+    return trip.detach()
+
+
+def detect_phase(state: TrainState, net: nn.Module, feats: torch.Tensor, mask: torch.Tensor,
+                 segments: list[torch.Tensor], labels: list[torch.Tensor], cfg: Config,
+                 device: torch.device, amp: str = "off") -> DetectionLosses:
+    """Phase 2 — action detector learning (Eq. 11, §3.4).
+
+    Label assignment, loss-normaliser update (moving average of the positive count,
+    ``loss.norm_momentum``), ``L_cls + λ1 (L_reg + L_mat)`` backward through the whole network
+    (AME included, via Eq. 4) and one optimiser step of every parameter with a gradient.
+    Returns the (attached) losses.
+    """
+    model = state.model
+    lc = cfg.loss
+    state.optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, amp):
+        out = net(feats, mask, phase="detect")
+    out.cls_logits = out.cls_logits.float()
+    out.offsets = out.offsets.float()
+    if out.match_logits is not None:
+        out.match_logits = out.match_logits.float()
+    targets = assign_targets(out.points, out.strides, out.level_ids, out.mask, segments, labels,
+                             num_classes=model.num_classes,
+                             regression_ranges=cfg.model.regression_ranges,
+                             center_radius=cfg.model.center_radius,
+                             label_smoothing=lc.label_smoothing)
+    num_pos = max(int((targets.pos & out.mask).sum()), 1)
+    m = lc.norm_momentum
+    state.normalizer = (float(num_pos) if state.normalizer is None
+                        else m * state.normalizer + (1 - m) * num_pos)
+    det = detection_losses(out, targets, state.normalizer, focal_alpha=lc.focal_alpha,
+                           focal_gamma=lc.focal_gamma, matching=lc.matching)
+    loss = det.total(lc.lambda1)
+    _check_finite(loss, "detector", state)
+    params = [p for p in model.parameters() if p.requires_grad]
+    _apply(state, loss, params, [], cfg.train.clip_grad)
+    return det
+
+
 def train_one_epoch(state: TrainState, loader: DataLoader, cfg: Config, device: torch.device,
                     *, ddp_model: nn.Module | None = None, amp: str = "off",
                     on_step: Callable[[int, dict[str, float]], None] | None = None
                     ) -> dict[str, float]:
-    """One pass over ``loader`` with the two-phase step (module docstring).
+    """One pass over ``loader``: per batch :func:`mask_phase` then :func:`detect_phase`, one
+    scheduler step and the EMA update.
 
     ``ddp_model``: a DistributedDataParallel wrapper of ``state.model`` to run both forwards
     through. ``on_step(step, losses)`` is called after every iteration. Returns the epoch means
@@ -285,66 +350,22 @@ def train_one_epoch(state: TrainState, loader: DataLoader, cfg: Config, device: 
     if amp == "fp16" and state.scaler is None:
         state.scaler = torch.amp.GradScaler(device.type)
     lc = cfg.loss
-    ame_params = model.ame_parameters()
-    ame_ids = {id(p) for p in ame_params}
-    all_params = [p for p in model.parameters() if p.requires_grad]
-    rest = [p for p in all_params if id(p) not in ame_ids]
-    phase_one = bool(ame_params) and lc.lambda2 > 0
     sums = dict.fromkeys(LOSS_KEYS, 0.0)
     n = 0
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", unit="batch",
                disable=None, leave=False)
     for batch in bar:
         feats, mask, segments, labels = _to(batch, device)
-
-        # Phase 1 — mask representation learning (Eq. 1–3): AME parameters only.
-        trip = torch.zeros((), device=device)
-        if phase_one:
-            state.optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, amp):
-                trip = net(feats, mask, phase="mask",
-                           pos_mask=inside_segments(segments, mask)).float()
-            _check_finite(trip, "triplet", state)
-            _apply(state, lc.lambda2 * trip, ame_params, rest, cfg.train.clip_grad)
-
-        # Phase 2 — action detector learning (Eq. 11): every parameter with a gradient.
-        state.optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, amp):
-            out = net(feats, mask, phase="detect")
-        out.cls_logits = out.cls_logits.float()
-        out.offsets = out.offsets.float()
-        if out.match_logits is not None:
-            out.match_logits = out.match_logits.float()
-        targets = assign_targets(out.points, out.strides, out.level_ids, out.mask, segments,
-                                 labels, num_classes=model.num_classes,
-                                 regression_ranges=cfg.model.regression_ranges,
-                                 center_radius=cfg.model.center_radius,
-                                 label_smoothing=lc.label_smoothing)
-        num_pos = float((targets.pos & out.mask).sum())
-        if ddp_model is not None and torch.distributed.is_initialized():
-            # DDP averages gradients over the workers: normalise by their mean positive count
-            # so N workers x B/N videos step like one worker with B videos (workflows/ray_train).
-            pos_t = torch.tensor([num_pos], device=device)
-            torch.distributed.all_reduce(pos_t)
-            num_pos = float(pos_t) / torch.distributed.get_world_size()
-        num_pos = max(num_pos, 1.0)
-        m = lc.norm_momentum
-        state.normalizer = (float(num_pos) if state.normalizer is None
-                            else m * state.normalizer + (1 - m) * num_pos)
-        det = detection_losses(out, targets, state.normalizer, focal_alpha=lc.focal_alpha,
-                               focal_gamma=lc.focal_gamma, matching=lc.matching)
-        loss = det.total(lc.lambda1)
-        _check_finite(loss, "detector", state)
-        _apply(state, loss, all_params, [], cfg.train.clip_grad)
+        trip = mask_phase(state, net, feats, mask, segments, cfg, device, amp)
+        det = detect_phase(state, net, feats, mask, segments, labels, cfg, device, amp)
         state.scheduler.step()
         state.step += 1
         if state.ema is not None:
             state.ema.update_parameters(model)
-
         step_losses = {
-            "loss/total": float(loss.detach()) + lc.lambda2 * float(trip.detach()),
+            "loss/total": float(det.total(lc.lambda1).detach()) + lc.lambda2 * float(trip),
             "loss/cls": float(det.cls.detach()), "loss/reg": float(det.reg.detach()),
-            "loss/mat": float(det.mat.detach()), "loss/trip": float(trip.detach()),
+            "loss/mat": float(det.mat.detach()), "loss/trip": float(trip),
         }
         for k, v in step_losses.items():
             sums[k] += v
@@ -380,12 +401,13 @@ def predict(model: nn.Module, dataset: Any, cfg: Config, device: torch.device | 
     was_training = model.training
     model.eval()
     loader = make_loader(dataset, cfg, training=False)
+    classes = list(dataset.classes)
     dets: list[Any] = []
     for batch in tqdm(loader, desc="inference", unit="batch", disable=None, leave=False):
         out = model(batch["feats"].to(device), batch["mask"].to(device))
-        dets.extend(postprocess(out, batch["meta"], cfg.infer))
+        dets.extend(postprocess(out, batch["meta"], cfg.infer, class_names=classes))
     model.train(was_training)
-    return to_results_json(dets, list(dataset.classes))
+    return to_results_json(dets, classes)
 
 
 def ground_truth(dataset: Any) -> dict[str, Any]:
@@ -571,8 +593,9 @@ def fit(cfg: Config, train_ds: Any, val_ds: Any = None, *,
     ``callback(epoch, metrics)`` runs once per epoch (0-based epoch) with the losses, ``lr``,
     ``time/epoch_s`` and — every ``cfg.train.eval_every`` epochs and after the last — the
     validation ``mAP_*`` / ``average_mAP`` on ``val_ds``. After each epoch the state goes to
-    ``checkpoint_dir/last.pt``. ``resume``: a checkpoint path; training continues at its next
-    epoch and gives the same results as an uninterrupted run.
+    ``checkpoint_dir/last.pt`` (written before the callback runs). ``resume``: a checkpoint
+    path; training continues at its next epoch and gives the same results as an uninterrupted
+    run.
 
     Returns ``{"state": TrainState, "history": [metrics per epoch], "metrics": last epoch's
     metrics, "classes": [...], "checkpoint": path or None}``.
@@ -610,10 +633,10 @@ def fit(cfg: Config, train_ds: Any, val_ds: Any = None, *,
             metrics.update(val)
         log.info("epoch %d/%d %s", state.epoch, cfg.train.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if math.isfinite(v)))
+        history.append(metrics)
+        if ckpt is not None:  # before the callback, so a callback can ship the checkpoint
+            save_checkpoint(ckpt, state, cfg, {"classes": classes})
         if callback is not None:
             callback(epoch, dict(metrics))
-        history.append(metrics)
-        if ckpt is not None:
-            save_checkpoint(ckpt, state, cfg, {"classes": classes})
     return {"state": state, "history": history, "metrics": history[-1] if history else {},
             "classes": classes, "checkpoint": str(ckpt) if ckpt is not None else None}

@@ -1,0 +1,94 @@
+"""The assembled AMNet: both phases, every ablation switch, odd lengths and batch padding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from amnet.config import load_config
+from amnet.errors import ConfigError
+from amnet.model import AMNet, ModelOutput
+
+SMALL = ["model.embed_dim=16", "model.n_heads=2", "model.fpn_levels=4", "model.gam_depth=1",
+         "model.head_layers=1", "model.ame_layers=2", "data.max_seq_len=64",
+         "model.regression_ranges=[[0,4],[4,8],[8,16],[16,10000]]"]
+SWITCHES = {
+    "full": [],
+    "no_gam": ["model.gam=false"],
+    "baseline": ["model.ame=false", "model.gam=false", "model.self_attention=false",
+                 "model.matching_head=false"],
+    "ame_ms": ["model.gam=false", "model.self_attention=false"],
+}
+
+
+def _model(*extra: str) -> AMNet:
+    torch.manual_seed(0)
+    cfg = load_config(None, [*SMALL, *extra])
+    return AMNet(cfg.model, 6, 5).eval()
+
+
+def _per_level(out: ModelOutput, field: torch.Tensor, b: int) -> list[torch.Tensor]:
+    return list(field[b].split(out.level_lengths, dim=0))
+
+
+@pytest.mark.parametrize("name", list(SWITCHES))
+def test_detect_shapes_and_padding_invariance(name: str) -> None:
+    model = _model(*SWITCHES[name])
+    t = 29                                         # odd; padded inside to 32
+    x = torch.randn(1, 6, t)
+    alone = model(x, torch.ones(1, t, dtype=torch.bool))
+    assert alone.level_lengths == [32, 16, 8, 4]
+    n = sum(alone.level_lengths)
+    assert alone.cls_logits.shape == (1, n, 5) and alone.offsets.shape == (1, n, 2)
+    assert alone.mask.shape == (1, n) and alone.points.shape == alone.strides.shape == (n,)
+    assert int(alone.mask.sum()) == 29 + 15 + 8 + 4
+    assert (alone.offsets >= 0).all()
+    assert (alone.match_logits is None) == (name in ("baseline",))
+    # Same video next to a longer one: its valid outputs do not move.
+    xb = torch.zeros(2, 6, 50)
+    xb[0, :, :t] = x[0]
+    xb[1] = torch.randn(6, 50)
+    mb = torch.zeros(2, 50, dtype=torch.bool)
+    mb[0, :t] = True
+    mb[1] = True
+    batched = model(xb, mb)
+    assert batched.level_lengths == [56, 28, 14, 7]
+    fields = [("cls_logits", 1e-4), ("offsets", 1e-4)]
+    if alone.match_logits is not None:
+        fields.append(("match_logits", 1e-4))
+    for fname, tol in fields:
+        for lvl, (a, b, ma) in enumerate(zip(_per_level(alone, getattr(alone, fname), 0),
+                                             _per_level(batched, getattr(batched, fname), 0),
+                                             _per_level(alone, alone.mask, 0), strict=True)):
+            k = int(ma.sum())
+            torch.testing.assert_close(b[:k], a[:k], atol=tol, rtol=tol, msg=f"{fname} {lvl}")
+
+
+def test_mask_phase_returns_triplet_loss_touching_only_ame() -> None:
+    model = _model().train()
+    x = torch.randn(2, 6, 21)
+    mask = torch.ones(2, 21, dtype=torch.bool)
+    mask[1, 15:] = False
+    pos = torch.zeros(2, 21, dtype=torch.bool)
+    pos[0, 3:8] = True
+    pos[1, 10:20] = True                           # partly on padding: ignored
+    loss = model(x, mask, phase="mask", pos_mask=pos)
+    assert loss.dim() == 0 and loss.item() > 0
+    loss.backward()
+    ame = {id(p) for p in model.ame_parameters()}
+    for p in model.parameters():
+        assert (p.grad is not None) == (id(p) in ame)
+    with pytest.raises(ValueError, match="pos_mask"):
+        model(x, mask, phase="mask")
+    with pytest.raises(ValueError, match="AME"):
+        _model("model.ame=false")(x, mask, phase="mask", pos_mask=pos)
+
+
+def test_invalid_inputs_and_switch_combinations() -> None:
+    model = _model()
+    with pytest.raises(ValueError, match=r"\(B, 6, T\)"):
+        model(torch.randn(1, 5, 8), torch.ones(1, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="phase"):
+        model(torch.randn(1, 6, 8), torch.ones(1, 8, dtype=torch.bool), phase="train")
+    with pytest.raises(ConfigError, match="self_attention"):
+        _model("model.gam=true", "model.self_attention=false")
