@@ -17,9 +17,9 @@ def test_heads_shapes_prior_and_scales() -> None:
     cls, dist, match = heads(x, mask, level=1)
     assert cls.shape == (2, 11, 5) and dist.shape == (2, 11, 2) and match.shape == (2, 11)
     assert (dist >= 0).all()
-    # bias = -log((1-p)/p): a zero feature scores exactly the prior
-    zero_cls, _, _ = heads(torch.zeros(1, 8, 4), torch.ones(1, 4, dtype=torch.bool), 0)
-    torch.testing.assert_close(torch.sigmoid(zero_cls), torch.full_like(zero_cls, 0.01))
+    # bias = -log((1-p)/p): every class starts at the prior probability
+    b = heads.cls_fc.bias
+    torch.testing.assert_close(torch.sigmoid(b), torch.full_like(b, 0.01))
     # ω_B of level 1 scales level 1 only; ω_M scales the matching logit
     with torch.no_grad():
         heads.omega_b[1] = 2.0
