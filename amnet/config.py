@@ -282,11 +282,20 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     base = raw.pop("base", None)
+    if seen:  # a base file: check its own keys and values here, so errors name this file
+        _validate_alone(raw, path)
     if base:
         merged = _read_yaml(path.parent / base, (*seen, path))
         _deep_merge(merged, raw)
         return merged
     return raw
+
+
+def _validate_alone(raw: dict[str, Any], path: Path) -> None:
+    data = Config().to_dict()
+    _check_keys(raw, data, str(path), "")
+    _deep_merge(data, raw)
+    _build(Config, data, str(path), "")
 
 
 def _deep_merge(dst: dict[str, Any], src: dict[str, Any]) -> None:

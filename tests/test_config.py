@@ -1,0 +1,138 @@
+"""amnet.config: params files, base chains and overrides; every error names the key and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from amnet.config import Config, load_config, schema_help
+from amnet.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, data: dict | str) -> Path:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_and_repo_params() -> None:
+    cfg = load_config()
+    assert isinstance(cfg, Config) and cfg.data.source == "synthetic"
+    assert cfg.flat()["data.synthetic.n_train"] == cfg.data.synthetic.n_train
+    for name in ("default", "thumos14", "anet13"):
+        assert isinstance(load_config(REPO / "params" / f"{name}.yaml"), Config)
+    assert "data.synthetic.duration_scale: float" in schema_help()
+
+
+def test_values_from_file_are_typed(tmp_path: Path) -> None:
+    p = write(tmp_path / "p.yaml", {"train": {"epochs": 3, "lr": 1}, "data": {"name": 5}})
+    cfg = load_config(p)
+    assert cfg.train.epochs == 3 and isinstance(cfg.train.lr, float) and cfg.train.lr == 1.0
+    assert cfg.data.name == "5"
+
+
+@pytest.mark.parametrize(("data", "key"), [
+    ({"trian": {"epochs": 3}}, "'trian'"),
+    ({"train": {"epoch": 3}}, "'train.epoch'"),
+    ({"data": {"synthetic": {"n_videos": 3}}}, "'data.synthetic.n_videos'"),
+])
+def test_unknown_key(tmp_path: Path, data: dict, key: str) -> None:
+    p = write(tmp_path / "p.yaml", data)
+    with pytest.raises(ConfigError, match=rf"{p}: unknown key {key}"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(("data", "expect"), [
+    ({"train": {"epochs": "ten"}}, r"'train.epochs' expects int, got 'ten'"),
+    ({"train": {"epochs": 2.5}}, r"'train.epochs' expects int"),
+    ({"train": {"epochs": True}}, r"'train.epochs' expects int"),
+    ({"model": {"ame": "yes"}}, r"'model.ame' expects bool"),
+    ({"eval": {"tiou": 0.5}}, r"'eval.tiou' expects list"),
+    ({"eval": {"tiou": [0.5, "x"]}}, r"'eval.tiou\[1\]' expects float"),
+    ({"data": {"source": "youtube"}}, r"'data.source' must be one of \['synthetic', 'release'\]"),
+    ({"train": "fast"}, r"'train' must be a mapping"),
+])
+def test_wrong_type(tmp_path: Path, data: dict, expect: str) -> None:
+    p = write(tmp_path / "p.yaml", data)
+    with pytest.raises(ConfigError, match=rf"{p}: {expect}"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(("data", "expect"), [
+    ({"train": {"epochs": 0}}, r"'train.epochs' must be >= 1, got 0"),
+    ({"data": {"synthetic": {"duration_scale": 1.5}}},
+     r"'data.synthetic.duration_scale' must be <= 1.0, got 1.5"),
+    ({"data": {"synthetic": {"fps": 0}}}, r"'data.synthetic.fps' must be > 0"),
+    ({"model": {"dropout": 1.0}}, r"'model.dropout' must be < 1"),
+    ({"data": {"max_seq_len": 100}}, r"'data.max_seq_len' \(100\) must be a multiple of"),
+    ({"model": {"embed_dim": 100, "n_heads": 3}}, r"'model.embed_dim' \(100\) must be divisible"),
+    ({"model": {"fpn_levels": 3}}, r"'model.regression_ranges' has 6 entries"),
+    ({"eval": {"tiou": [0.5, 1.5]}}, r"'eval.tiou' must be a non-empty list in \(0, 1\]"),
+])
+def test_out_of_range(tmp_path: Path, data: dict, expect: str) -> None:
+    p = write(tmp_path / "p.yaml", data)
+    with pytest.raises(ConfigError, match=rf"{p}: {expect}"):
+        load_config(p)
+
+
+def test_base_chain(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", {"train": {"epochs": 5, "lr": 0.1}, "data": {"stride": 8}})
+    write(tmp_path / "b.yaml", {"base": "a.yaml", "train": {"epochs": 7}})
+    c = write(tmp_path / "c.yaml", {"base": "b.yaml", "data": {"window": 32}})
+    cfg = load_config(c)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.data.stride, cfg.data.window) == (7, 0.1, 8, 32)
+    assert cfg.train.batch_size == Config().train.batch_size  # untouched keys keep defaults
+
+
+def test_base_chain_errors_name_the_file_holding_the_key(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.yaml", {"train": {"epochz": 5}})
+    c = write(tmp_path / "c.yaml", {"base": "a.yaml"})
+    with pytest.raises(ConfigError, match=rf"{a}: unknown key 'train.epochz'"):
+        load_config(c)
+    write(a, {"train": {"epochs": -1}})
+    with pytest.raises(ConfigError, match=rf"{a}: 'train.epochs' must be >= 1"):
+        load_config(c)
+    write(a, {"base": "c.yaml"})
+    with pytest.raises(ConfigError, match="circular 'base:' chain"):
+        load_config(c)
+    write(c, {"base": "missing.yaml"})
+    with pytest.raises(ConfigError, match=r"params file not found: .*missing.yaml"):
+        load_config(c)
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"params file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    p = write(tmp_path / "p.yaml", "train: [unclosed")
+    with pytest.raises(ConfigError, match=rf"{p}: not valid YAML"):
+        load_config(p)
+    write(p, "- a\n- b\n")
+    with pytest.raises(ConfigError, match=rf"{p}: top level must be a mapping, got list"):
+        load_config(p)
+    write(p, "")
+    assert load_config(p) == Config()
+
+
+def test_overrides(tmp_path: Path) -> None:
+    p = write(tmp_path / "p.yaml", {"train": {"epochs": 5}})
+    cfg = load_config(p, ["train.epochs=9", "loss.lambda1=2", "eval.tiou=[0.5, 0.7]",
+                          "data.root=some/where", "model.gam=false"])
+    assert cfg.train.epochs == 9 and cfg.loss.lambda1 == 2.0 and cfg.eval.tiou == [0.5, 0.7]
+    assert cfg.data.root == "some/where" and cfg.model.gam is False
+    assert cfg.replace("train.epochs=2").train.epochs == 2 and cfg.train.epochs == 9
+
+
+@pytest.mark.parametrize(("item", "expect"), [
+    ("train.epoch=3", r"unknown key 'train.epoch'"),
+    ("nothing.here=3", r"unknown key 'nothing.here'"),
+    ("train.epochs", r"override 'train.epochs' is not of the form key=value"),
+    ("train.epochs=many", r"'train.epochs' expects int, got 'many'"),
+    ("train.epochs=0", r"'train.epochs' must be >= 1"),
+])
+def test_bad_override_names_key_and_file(tmp_path: Path, item: str, expect: str) -> None:
+    p = write(tmp_path / "p.yaml", {"train": {"epochs": 5}})
+    with pytest.raises(ConfigError, match=rf"{p}.*{expect}"):
+        load_config(p, [item])
