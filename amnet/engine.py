@@ -411,10 +411,14 @@ def predict(model: nn.Module, dataset: Any, cfg: Config, device: torch.device | 
 
 
 def ground_truth(dataset: Any) -> dict[str, Any]:
-    """The ActivityNet-style GT dict (seconds) of the videos ``dataset`` holds."""
+    """The ActivityNet-style GT dict (seconds) of ``dataset``'s whole annotation file.
+
+    Every subset is included (the evaluator picks the scored one), so a class that only the
+    other split uses is known to the evaluator rather than an error.
+    """
     db = {}
-    for v in dataset.videos:
-        db[v.video_id] = {
+    for vid, v in dataset.annotations.videos.items():
+        db[vid] = {
             "subset": v.subset, "duration": float(v.duration), "fps": float(v.fps),
             "annotations": [{"label": lab, "segment": [float(s), float(e)]}
                             for lab, (s, e) in zip(v.labels, v.segments, strict=True)],
@@ -426,13 +430,21 @@ def evaluate(model: nn.Module, dataset: Any, cfg: Config, device: torch.device |
              ) -> tuple[dict[str, float], dict, MAPResult]:
     """Predict on ``dataset`` and score it (``amnet.evaluation.map``) at ``cfg.eval.tiou``.
 
+    Detections of a class that no video of the annotation file has (possible when the class
+    list comes from a manifest) cannot be scored by the protocol and are left out of scoring
+    (they stay in the returned predictions).
+
     Returns ``({"mAP_0.3": …, "average_mAP": …}, predictions JSON, MAPResult)``.
     """
     from amnet.evaluation.map import evaluate_detections
 
     preds = predict(model, dataset, cfg, device)
+    gt = ground_truth(dataset)
+    known = {a["label"] for v in gt["database"].values() for a in v["annotations"]}
+    scored = {**preds, "results": {vid: [d for d in rows if d["label"] in known]
+                                   for vid, rows in preds["results"].items()}}
     subset = getattr(dataset, "subset_name", cfg.eval.subset)
-    result = evaluate_detections(ground_truth(dataset), preds, subset=subset, tiou=cfg.eval.tiou)
+    result = evaluate_detections(gt, scored, subset=subset, tiou=cfg.eval.tiou)
     return result.metrics(), preds, result
 
 
