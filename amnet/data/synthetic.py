@@ -21,12 +21,15 @@ most 85 % of the video and are placed uniformly at random (Dirichlet gaps).
 *Features*. Every snippet ``i`` (centre ``t_i = (i·stride + window/2)/fps``) gets a
 pre-activation ``x_i`` in R^C::
 
-    s_i  = w_scene · G_shot(i)                                  scene (venue + shot)
-         + w_act · [ β·(1 − M_i) · P_c                          background like the class
-                     + Σ_j m_j(t_i) · a_j · (P_kj + ε_j) ]      action j of class k_j
-         + w_phase · Σ_j (on_j(t_i) · O_kj + off_j(t_i) · E_kj) start / end phases
-    x_i  = bias + gain ⊙ ( blur_σ(s)_i + noise · ν_i )
-    f_i  = max(softplus(x_i) − 0.02, 0)                         non-negative, I3D-like
+    s_i = 0.6 · G_shot(i)                                        scene (venue + shot)
+        + signal · [ β·(1 − M_i) · P_c                           background like the class
+                     + Σ_j m_j(t_i) · a_j · (P_kj + ε_j)         action j of class k_j
+                     + 0.5 · Σ_j (on_j(t_i)·O_kj + off_j(t_i)·E_kj) ]   start / end phases
+    x_i = bias + gain ⊙ ( blur_σ(s)_i + noise · ν_i )
+    f_i = max(softplus(x_i) − 0.02, 0)                           non-negative, I3D-like
+
+(``signal``, ``noise``, ``β = background_similarity``, ``γ = confusion`` and ``σ = blur``
+are keys of ``data.synthetic``; the rest are fixed below.)
 
 * ``P_k = √(1−γ)·U_k + √γ·S_pair(k)``: class prototypes; classes 2p and 2p+1 share the
   component ``S_p``, so a confusable pair has prototype correlation ``γ = confusion``.
