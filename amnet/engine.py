@@ -319,7 +319,15 @@ def detect_phase(state: TrainState, net: nn.Module, feats: torch.Tensor, mask: t
                              regression_ranges=cfg.model.regression_ranges,
                              center_radius=cfg.model.center_radius,
                              label_smoothing=lc.label_smoothing)
-    num_pos = max(int((targets.pos & out.mask).sum()), 1)
+    num_pos = float((targets.pos & out.mask).sum())
+    if net is not model and torch.distributed.is_initialized():
+        # DDP averages gradients over the workers: normalise by their MEAN positive count so
+        # N workers x B/N videos step exactly like one worker with B videos (kept by
+        # tests/workflows/test_ray_train.py, 1 vs 2 workers).
+        pos_t = torch.tensor([num_pos], device=device)
+        torch.distributed.all_reduce(pos_t)
+        num_pos = float(pos_t) / torch.distributed.get_world_size()
+    num_pos = max(num_pos, 1.0)
     m = lc.norm_momentum
     state.normalizer = (float(num_pos) if state.normalizer is None
                         else m * state.normalizer + (1 - m) * num_pos)
