@@ -1,0 +1,142 @@
+"""``amnet train``: train AMNet in this process (the ``train`` pipeline stage).
+
+Loads the config, builds the training split (random crops) and the test split (full videos,
+for the validation mAP every ``train.eval_every`` epochs and after the last), runs
+:func:`amnet.engine.fit` with a logging callback, and writes:
+
+* ``<out>/model.pt`` — the final checkpoint (``amnet.engine`` format: weights, EMA, optimiser,
+  config, class names; ``amnet detect`` / ``workflows.evaluate`` load it);
+* ``--metrics`` (default ``metrics/train.json``) — the last epoch's losses, learning rate and
+  validation mAP, plus ``epochs`` and ``seconds``.
+
+The resumable state goes to ``<out>/checkpoints/last.pt`` after every epoch; ``--resume`` that
+file to continue an interrupted run with the same results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from amnet.config import Config, load_config
+from workflows.cli import add_config_arguments
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[int, dict[str, float]], None]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--out", default="outputs/train",
+                        help="folder for model.pt and checkpoints/ (default: %(default)s)")
+    parser.add_argument("--metrics", default="metrics/train.json",
+                        help="final metrics JSON (default: %(default)s)")
+    parser.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                        help="continue from a checkpoint, e.g. <out>/checkpoints/last.pt")
+    parser.add_argument("--device", default=None,
+                        help="override train.device (auto | cpu | cuda | cuda:N)")
+    parser.add_argument("--no-val", action="store_true",
+                        help="skip the validation mAP on the test split during training")
+
+
+def build_datasets(cfg: Config, *, validation: bool = True) -> tuple[Any, Any]:
+    """(training split with crops, test split of full videos or None), same class list."""
+    from amnet.data.dataset import TALDataset
+
+    train_ds = TALDataset(cfg.data, cfg.data.train_subset, training=True, seed=cfg.train.seed)
+    val_ds = None
+    if validation:
+        val_ds = TALDataset(cfg.data, cfg.data.test_subset, training=False,
+                            classes=train_ds.classes)
+    return train_ds, val_ds
+
+
+def log_epoch(total_epochs: int) -> Callback:
+    """A callback that logs one line per epoch (losses, lr, validation mAP when present)."""
+    def callback(epoch: int, metrics: dict[str, float]) -> None:
+        keys = ["loss/total", "loss/cls", "loss/reg", "loss/mat", "loss/trip", "lr",
+                "average_mAP", "mAP_0.5", "time/epoch_s"]
+        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
+        log.info("epoch %d/%d %s", epoch + 1, total_epochs, shown)
+    return callback
+
+
+def chain(*callbacks: Callback | None) -> Callback:
+    """One callback calling each given one in order (e.g. logging, then MLflow)."""
+    def callback(epoch: int, metrics: dict[str, float]) -> None:
+        for cb in callbacks:
+            if cb is not None:
+                cb(epoch, dict(metrics))
+    return callback
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
+          metrics_path: str | Path | None = "metrics/train.json",
+          callback: Callback | None = None, resume: str | Path | None = None,
+          device: str | None = None, validation: bool = True) -> dict[str, Any]:
+    """Train in-process and write ``<out_dir>/model.pt`` and the metrics JSON.
+
+    ``callback(epoch, metrics)`` runs after the logging one each epoch. Returns
+    :func:`amnet.engine.fit`'s dict plus ``model_path``, ``metrics_path`` and ``seconds``.
+    """
+    from amnet import engine
+
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    train_ds, val_ds = build_datasets(cfg, validation=validation)
+    log.info("training on %d videos (%s), validating on %s; %d epochs on %s", len(train_ds),
+             cfg.data.train_subset,
+             f"{len(val_ds)} videos ({cfg.data.test_subset})" if val_ds is not None else "none",
+             cfg.train.epochs, engine.resolve_device(device or cfg.train.device))
+    res = engine.fit(cfg, train_ds, val_ds, callback=chain(log_epoch(cfg.train.epochs), callback),
+                     checkpoint_dir=out / "checkpoints", resume=resume, device=device)
+    model_path = out / "model.pt"
+    if res["checkpoint"] is not None and Path(res["checkpoint"]).is_file():
+        shutil.copyfile(res["checkpoint"], model_path)
+    else:  # resumed from a finished run: nothing trained, save the state as it is
+        engine.save_checkpoint(model_path, res["state"], cfg, {"classes": res["classes"]})
+    seconds = time.perf_counter() - t0
+    metrics = {k: v for k, v in res["metrics"].items() if math.isfinite(v)}
+    metrics.update(epochs=res["state"].epoch, seconds=round(seconds, 2))
+    if not res["history"]:
+        log.warning("%s is already at epoch %d of %d: nothing trained; metrics left as they "
+                    "were", resume, res["state"].epoch, cfg.train.epochs)
+    elif metrics_path is not None:
+        write_json(metrics_path, metrics)
+    log.info("wrote %s (%d epochs, %.0f s)%s", model_path, res["state"].epoch, seconds,
+             f"; average mAP {metrics['average_mAP']:.4f}" if "average_mAP" in metrics else "")
+    return {**res, "model_path": str(model_path),
+            "metrics_path": None if metrics_path is None else str(metrics_path),
+            "seconds": seconds}
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.params, args.overrides)
+    train(cfg, args.out, metrics_path=args.metrics, resume=args.resume, device=args.device,
+          validation=not args.no_val)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from workflows.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
