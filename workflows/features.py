@@ -126,6 +126,7 @@ def _import_release(cfg: Config, out: Path) -> None:
              modes["hardlink"], modes["copy"])
     write_manifest(out, stride=d.stride, window=d.window, classes=ann.classes,
                    default_fps=d.default_fps, segment_policy=d.segment_policy, entries=entries,
+                   annotations=ann,
                    source={"kind": "release", "release_dir": d.release_dir,
                            "release_annotations": d.release_annotations, "transfer": transfer,
                            "hardlinked": modes["hardlink"], "copied": modes["copy"]})

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from amnet.data.annotations import load_annotations
+from amnet.data.annotations import AnnotationSet, load_annotations
 from amnet.data.features import feature_path, load_feature_file, read_header
 from amnet.errors import DataError
 
@@ -49,17 +49,19 @@ def write_manifest(root: str | Path, *, stride: int, window: int,
                    classes: Sequence[str] | None = None, source: dict[str, Any] | None = None,
                    feature_dim: int | None = None, default_fps: float | None = None,
                    segment_policy: str = "clip",
-                   entries: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                   entries: dict[str, dict[str, Any]] | None = None,
+                   annotations: AnnotationSet | None = None) -> dict[str, Any]:
     """Describe ``<root>/annotations.json`` + every annotated ``<video>.npy``; write the manifest.
 
     Each feature file is read and validated (rank, dimension, finite values) on the way, unless
     ``entries`` already holds its :func:`describe_features` (validated elsewhere, e.g. at the
-    source of a hardlink). Returns the manifest as a dict.
+    source of a hardlink). ``annotations``: the already parsed ``annotations.json`` (saves
+    parsing it again). Returns the manifest as a dict.
     """
     root = Path(root)
     ann_path = root / ANNOTATIONS_FILE
-    ann = load_annotations(ann_path, default_fps=default_fps, segment_policy=segment_policy,
-                           classes=classes)
+    ann = annotations or load_annotations(ann_path, default_fps=default_fps,
+                                          segment_policy=segment_policy, classes=classes)
     videos: dict[str, Any] = {}
     dims = set()
     for vid, v in sorted(ann.videos.items()):
