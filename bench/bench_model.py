@@ -1,0 +1,170 @@
+"""AMNet train-step time, peak memory and inference time at THUMOS14 shape, per ablation.
+
+Shape (defaults): T = 2304 snippets, C = 2048 (I3D RGB+flow), batch 2, width 512, the rest of
+``params/thumos14.yaml`` (6 levels, GAM depth 2). A train step is the engine's real two-phase
+step (``mask_phase`` + ``detect_phase``: triplet backward + AdamW step on the AME, detector
+backward + AdamW step, label assignment included) on random features with ~15 random actions
+per video. Inference is one full-length video: forward + ``amnet.inference.postprocess``
+(decoding, scoring, Soft-NMS).
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` per variant; on CPU each variant runs
+in a fresh subprocess and reports its peak resident set size (weights + optimiser state +
+activations + the interpreter's ~0.4 GB, reported as ``base`` so it can be subtracted).
+
+    .venv/bin/python bench/bench_model.py                      # CPU, all variants (slow)
+    .venv/bin/python bench/bench_model.py --device cuda --amp bf16
+    .venv/bin/python bench/bench_model.py --variants full baseline --steps 2 --length 1152
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from amnet import engine  # noqa: E402
+from amnet.config import Config, load_config  # noqa: E402
+
+VARIANTS: dict[str, list[str]] = {
+    "full": [],
+    "no_ame": ["model.ame=false"],                                      # GAM + MS
+    "no_gam": ["model.gam=false"],                                      # AME + self-attn + MS
+    "no_attention": ["model.gam=false", "model.self_attention=false"],  # AME + MS
+    "no_ms": ["model.matching_head=false", "infer.confidence=sigmoid"],
+    "baseline": ["model.ame=false", "model.gam=false", "model.self_attention=false",
+                 "model.matching_head=false", "infer.confidence=sigmoid"],
+}
+
+
+def _config(args: argparse.Namespace, variant: str) -> Config:
+    return load_config(REPO / "params" / "thumos14.yaml", [
+        f"model.embed_dim={args.width}", f"data.max_seq_len={args.length}",
+        f"train.batch_size={args.batch}", *VARIANTS[variant]])
+
+
+def _batch(args: argparse.Namespace, device: torch.device, gen: torch.Generator):
+    feats = torch.rand(args.batch, args.channels, args.length, generator=gen).to(device)
+    mask = torch.ones(args.batch, args.length, dtype=torch.bool, device=device)
+    segments, labels = [], []
+    for _ in range(args.batch):
+        start = torch.rand(15, generator=gen) * (args.length - 100)
+        length = 2 + torch.rand(15, generator=gen) ** 2 * 90
+        segments.append(torch.stack([start, start + length], 1).to(device))
+        labels.append(torch.randint(0, 20, (15,), generator=gen).to(device))
+    return feats, mask, segments, labels
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
+    """Train-step and inference timings (+ CUDA peak memory) of one variant, in-process."""
+    from amnet.inference import postprocess
+
+    device = engine.resolve_device(args.device)
+    cfg = _config(args, variant)
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = engine.build_model(cfg, args.channels, 20).to(device)
+    state = engine.build_train_state(cfg, model, steps_per_epoch=1000)
+    feats, mask, segments, labels = _batch(args, device, gen)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    model.train()
+    for i in range(args.warmup + args.steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        engine.mask_phase(state, model, feats, mask, segments, cfg, device, args.amp)
+        engine.detect_phase(state, model, feats, mask, segments, labels, cfg, device, args.amp)
+        _sync(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    model.eval()
+    one, one_mask = feats[:1], mask[:1]
+    meta = [{"video_id": "v", "fps": 30.0, "stride": 4, "window": 16,
+             "duration": args.length * 4 / 30.0, "offset": 0}]
+    infer = []
+    with torch.no_grad(), engine._autocast(device, args.amp):
+        for i in range(args.warmup + args.infer_runs):
+            _sync(device)
+            t0 = time.perf_counter()
+            out = model(one, one_mask)
+            postprocess(out, meta, cfg.infer)
+            _sync(device)
+            if i >= args.warmup:
+                infer.append(time.perf_counter() - t0)
+    row: dict[str, float | str] = {
+        "variant": variant,
+        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+        "train_step_s": sum(times) / len(times),
+        "infer_video_s": sum(infer) / len(infer),
+    }
+    if peak is not None:
+        row["peak_mem_GiB"] = peak
+    return row
+
+
+def _child(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
+    """Run one variant in a fresh process (CPU peak RSS is per process and never goes down)."""
+    cmd = [sys.executable, __file__, "--child", variant, "--device", args.device,
+           "--amp", args.amp, "--length", str(args.length), "--channels", str(args.channels),
+           "--batch", str(args.batch), "--width", str(args.width), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--infer-runs", str(args.infer_runs)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
+    p.add_argument("--length", type=int, default=2304, help="T (multiple of 32)")
+    p.add_argument("--channels", type=int, default=2048, help="C")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--width", type=int, default=512, help="model.embed_dim")
+    p.add_argument("--steps", type=int, default=3, help="timed train steps")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--infer-runs", type=int, default=3)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    device = engine.resolve_device(args.device)
+    args.device = str(device)
+    if args.child:
+        row = measure(args, args.child)
+        row["peak_rss_GiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(json.dumps(row))
+        return
+    print(f"AMNet at T={args.length}, C={args.channels}, batch {args.batch}, width {args.width} "
+          f"on {device}"
+          f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}"
+          f", amp={args.amp}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    base = None
+    if device.type == "cpu":
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"base process RSS (interpreter + torch): {base:.2f} GiB")
+    mem_key = "peak_mem_GiB" if device.type == "cuda" else "peak_rss_GiB"
+    print(f"{'variant':<14}{'params (M)':>11}{'train step (s)':>16}{mem_key:>15}"
+          f"{'infer/video (s)':>17}")
+    for v in args.variants:
+        row = measure(args, v) if device.type == "cuda" else _child(args, v)
+        print(f"{v:<14}{row['params_M']:>11.2f}{row['train_step_s']:>16.3f}"
+              f"{row[mem_key]:>15.2f}{row['infer_video_s']:>17.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
