@@ -45,7 +45,7 @@ class SyntheticConfig:
     background_similarity: float = _f(0.35, ge=0, le=1, help="how much background resembles the video's class")
     confusion: float = _f(0.45, ge=0, le=1, help="weight shared between confusable class pairs")
     noise: float = _f(0.6, ge=0, help="per-channel noise (pre-activation units)")
-    signal: float = _f(0.3, gt=0, help="strength of the action-class signal against the noise")
+    signal: float = _f(0.4, gt=0, help="strength of the action-class signal against the noise")
     seed: int = _f(0)
 
 

@@ -155,7 +155,7 @@ def test_ambiguous_per_snippet_learnable_in_context(default_like: Path) -> None:
     snippet = ncm(tr_c, te_c)
     action = ncm(tr_m, te_m)
     acc_snippet, acc_action = np.mean(snippet == te_y), np.mean(action == te_y)
-    assert 0.2 < acc_snippet < 0.85  # far above chance (0.05), far from perfect
+    assert 0.2 < acc_snippet < 0.9  # far above chance (0.05), not perfect
     assert acc_action >= acc_snippet + 0.1
     wrong = snippet != te_y
     assert np.mean((snippet[wrong] ^ 1) == te_y[wrong]) > 0.3  # vs 1/19 if errors were random
