@@ -8,7 +8,8 @@
 
 Either way ``data.root`` ends up with ``<video>.npy`` + ``annotations.json`` +
 ``manifest.json``. The folder is built beside ``data.root`` and swapped in only when complete,
-so a failed run never leaves a half-written set behind.
+so a failed run never leaves a half-written set behind. Files in ``data.root`` may be hardlinks
+to the release: never write into them in place (this stage never does).
 
 Usage: ``amnet features -p params/default.yaml [-s key=value ...]`` or
 ``python -m workflows.features -p ... [-s ...]`` (the DVC stage).
