@@ -119,6 +119,23 @@ def test_folder_and_single_file(tmp_path: Path, ckpt16: Path,
         d for d in results["results"]["b"] if d["score"] >= thr]
 
 
+def test_prepared_feature_set(tmp_path: Path, ckpt16: Path) -> None:
+    """A set written by `amnet features` (manifest.json + annotations.json): its durations."""
+    from workflows.features import prepare_features
+
+    root = tmp_path / "feats"
+    prepare_features(tiny_config(16, f"data.root={root}", "data.synthetic.feature_dim=16",
+                                 f"data.synthetic.num_classes={len(CLASSES)}",
+                                 "data.synthetic.n_train=2", "data.synthetic.n_test=2"))
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["format"] == "amnet-features/1"
+    gt = json.loads((root / "annotations.json").read_text())["database"]
+    out = tmp_path / "dets.json"
+    assert run_detect(root, "--model", ckpt16, "--json", out, *KEEP) == 0
+    durations = {vid: float(v["duration"]) for vid, v in gt.items()}
+    assert check_layout(json.loads(out.read_text()), durations) > 0
+
+
 def test_fps_flag_scales_every_time(tmp_path: Path, ckpt16: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     """Times are (i·stride + window/2)/fps: halving the fps doubles every time exactly."""
