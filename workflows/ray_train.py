@@ -95,7 +95,8 @@ def _broadcast(obj: Any, world_size: int) -> Any:
 
 
 def _logged_steps(run_id: str) -> set[int]:
-    """Epochs already in the MLflow run (a restart replays at most one: skip it, stay tidy)."""
+    """Epochs already in the MLflow run: a restart replays the epochs after its last
+    registered checkpoint (all of them for a trial interrupted before its first one)."""
     from mlflow.tracking import MlflowClient
 
     return {m.step for m in MlflowClient().get_metric_history(run_id, "loss/total")}
@@ -148,8 +149,7 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
 
         tracking.configure(cfg)
         log_epoch = tracking.epoch_logger(ctx.mlflow_run_id)
-        if ctx.resume_dir is not None:
-            skip = _logged_steps(ctx.mlflow_run_id)
+        skip = _logged_steps(ctx.mlflow_run_id)  # a restarted run / trial replays epochs
 
     epoch = state.epoch - 1
     for epoch in range(state.epoch, cfg.train.epochs):
@@ -171,7 +171,8 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
         metrics.update(epoch=epoch, resumed_from=resumed_from, **ctx.extra_metrics)
         history.append(dict(metrics))
         if log_epoch is not None and epoch not in skip:
-            log_epoch(epoch, metrics)
+            log_epoch(epoch, {k: v for k, v in metrics.items() if k not in ("epoch",
+                                                                             "resumed_from")})
         with tempfile.TemporaryDirectory() as tmp:
             ckpt_dir = None
             if rank == 0:

@@ -594,11 +594,11 @@ def _summarise(cfg: Config, rows: list[dict[str, Any]], dims: Sequence[Dim], nam
     best_row = ok.loc[ok[METRIC].idxmax()]
     best = {d.key: _plain(best_row[d.key]) for d in dims}
     best_metric = float(best_row[METRIC])
-    mlflow.log_params({f"best.{k}": v for k, v in best.items()})
-    mlflow.log_metric(f"best/{METRIC}", best_metric)
-    mlflow.set_tag("amnet.best_trial", str(best_row["trial"]))
     best_path = None
-    if not interrupted:
+    if not interrupted:  # params are immutable in MLflow: log the best once, when final
+        mlflow.log_params({f"best.{k}": v for k, v in best.items()})
+        mlflow.log_metric(f"best/{METRIC}", best_metric)
+        mlflow.set_tag("amnet.best_trial", str(best_row["trial"]))
         best_path = Path(cfg.sweep.best_params_out)
         comment = (f"Best of {len(table)} trials of sweep {name} ({n_failed} failed): "
                    f"{METRIC}={best_metric:.4f} after {int(best_row['epochs'])} epochs "
