@@ -21,12 +21,14 @@ Public API (used by train / evaluate / ablations / register / ray_train / sweep)
     log_evaluation(map_result, predictions_json, plots, *, prefix="test/", run_id=None)
     log_model(model, example_feats, example_mask, class_names, cfg, *, checkpoint=None)
     load_registered_model(model_uri) -> (model, cfg, class_names)
+    training_run(cfg, out_dir, params_file=None, resume=False) -> TrackedRun  (context manager)
     feature_set_tags(cfg) / test_set_fingerprint(cfg)
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -83,6 +85,7 @@ __all__ = [
     "resolve_tracking_uri",
     "start_run",
     "test_set_fingerprint",
+    "training_run",
 ]
 
 MODEL_INFO_FILE = "amnet_model.json"  # extra file logged next to every model: cfg + class names
@@ -582,3 +585,83 @@ def load_registered_model(model_uri: str) -> tuple[torch.nn.Module, Config, list
     wrapper = mlflow.pytorch.load_model(str(local))
     model = getattr(wrapper, "model", wrapper)
     return model.eval(), cfg, list(info["class_names"])
+
+
+# --------------------------------------------------------------------------- training runs
+
+RUN_FILE = "mlflow_run.json"
+
+
+@dataclasses.dataclass
+class TrackedRun:
+    """What a training entry point needs inside :func:`training_run`."""
+
+    run_id: str
+    callback: Callable[[int, dict], None]  # the engine's per-epoch callback
+
+
+def _example_feats(cfg: Config, max_len: int = 128) -> torch.Tensor:
+    """A real input example (first test video's first snippets) for the model signature."""
+    import numpy as np
+
+    root = _data_root(cfg)
+    ann = json.loads((root / "annotations.json").read_text())
+    db = ann.get("database", ann)
+    vids = sorted(v for v, e in db.items() if (root / f"{v}.npy").is_file()
+                  and str(e.get("subset", "")).lower() == cfg.data.test_subset.lower())
+    vids = vids or sorted(p.stem for p in root.glob("*.npy"))
+    arr = np.load(root / f"{vids[0]}.npy", mmap_mode="r")[:max_len]
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).T[None]
+
+
+def log_trained_model(cfg: Config, model_path: str | Path) -> ModelInfo:
+    """Log the checkpoint ``model_path`` (the deployable weights, EMA if kept) as the active
+    run's model, with a real input example and the checkpoint riding along."""
+    from amnet.engine import load_model_for_inference
+
+    model, ck_cfg, classes = load_model_for_inference(model_path)
+    return log_model(model, _example_feats(cfg), None, classes, ck_cfg, checkpoint=model_path)
+
+
+@contextlib.contextmanager
+def training_run(cfg: Config, out_dir: str | Path, *, params_file: str | None = None,
+                 resume: bool = False, run_name: str | None = None,
+                 tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+    """An MLflow run around one training (``amnet train``, in-process or Ray Train).
+
+    Checks the store first (an unreachable server fails before any training), yields the run
+    id + per-epoch callback, then logs ``<out_dir>/model.pt`` as the run's model and writes
+    ``<out_dir>/mlflow_run.json`` (``run_id``, ``experiment_id``, ``tracking_uri``,
+    ``model_uri``) for the evaluate and register stages. ``resume=True`` re-opens the run of
+    an existing ``mlflow_run.json`` so an interrupted training keeps one history.
+    """
+    configure(cfg)
+    out = Path(out_dir)
+    run_file = out / RUN_FILE
+    run_id = None
+    if resume and run_file.is_file():
+        run_id = json.loads(run_file.read_text()).get("run_id")
+        if run_id and not _run_exists(run_id):
+            log.warning("%s: run %s is not in %s; starting a new run", run_file, run_id,
+                        mlflow.get_tracking_uri())
+            run_id = None
+    all_tags = {"stage": "train", **({"params_file": params_file} if params_file else {}),
+                **(tags or {})}
+    name = run_name or f"train-{cfg.data.name}"
+    with start_run(cfg, run_name=name, tags=all_tags, run_id=run_id) as run:
+        rid = run.info.run_id
+        yield TrackedRun(rid, epoch_logger(rid))
+        info = log_trained_model(cfg, out / "model.pt")
+        out.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps({
+            "run_id": rid, "experiment_id": run.info.experiment_id,
+            "tracking_uri": mlflow.get_tracking_uri(), "model_uri": info.model_uri},
+            indent=2) + "\n")
+
+
+def _run_exists(run_id: str) -> bool:
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return True

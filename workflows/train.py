@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override train.device (auto | cpu | cuda | cuda:N)")
     parser.add_argument("--no-val", action="store_true",
                         help="skip the validation mAP on the test split during training")
+    parser.add_argument("--no-track", action="store_true",
+                        help="do not log to MLflow (default: log to tracking.* / "
+                             "MLFLOW_TRACKING_URI; <out>/mlflow_run.json names the run)")
 
 
 def build_datasets(cfg: Config, *, validation: bool = True) -> tuple[Any, Any]:
@@ -127,8 +130,16 @@ def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.params, args.overrides)
-    train(cfg, args.out, metrics_path=args.metrics, resume=args.resume, device=args.device,
-          validation=not args.no_val)
+    if args.no_track:
+        train(cfg, args.out, metrics_path=args.metrics, resume=args.resume, device=args.device,
+              validation=not args.no_val)
+        return 0
+    from workflows import tracking  # checks the store before training; logs model.pt after
+
+    with tracking.training_run(cfg, args.out, params_file=args.params,
+                               resume=args.resume is not None) as tracked:
+        train(cfg, args.out, metrics_path=args.metrics, resume=args.resume, device=args.device,
+              validation=not args.no_val, callback=tracked.callback)
     return 0
 
 

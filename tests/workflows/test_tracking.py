@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +21,8 @@ from amnet.data.manifest import write_manifest
 from amnet.evaluation.map import evaluate_detections
 from workflows import tracking
 from workflows.tracking import TrackingError
+
+REPO = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------- locations
 
@@ -176,3 +180,17 @@ def test_logged_model_loads_without_params_files(tmp_path: Path, tiny: SimpleNam
     np.testing.assert_allclose(out[..., :2], torch.sigmoid(model(x, m).cls_logits).detach(),
                                rtol=1e-5, atol=1e-6)
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 8, -1]
+
+
+def test_train_command_fails_fast_on_unreachable_server(tmp_path: Path, unused_port: int) -> None:
+    """`amnet train` reports a dead tracking server in one line, before any training."""
+    uri = f"http://127.0.0.1:{unused_port}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "workflows.train", "-p", "params/default.yaml",
+                           "--out", str(out), "-s", f"data.root={tmp_path / 'no-features'}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "unreachable" in proc.stderr and uri in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()  # nothing trained, nothing written
