@@ -92,7 +92,9 @@ class ModelConfig:
     dropout: float = _f(0.0, ge=0, lt=1)
     center_radius: float = _f(1.5, ge=0, help="center-sampling radius in level strides")
     regression_ranges: list[list[float]] = _f(factory=lambda: [
-        [0, 4], [4, 8], [8, 16], [16, 32], [32, 64], [64, 10000]])
+        [0, 4], [4, 8], [8, 16], [16, 32], [32, 64], [64, 10000]],
+        help="per level [low, high] of a point's larger distance to the action's ends, in "
+             "input snippets (amnet.model.assign)")
     prior_prob: float = _f(0.01, gt=0, lt=1)
 
 
@@ -159,7 +161,8 @@ class RayConfig:
     """Ray Train scaling and fault tolerance."""
 
     address: str = _f("", help="existing cluster; empty = RAY_ADDRESS or a local cluster")
-    num_workers: int = _f(1, ge=0, help="0 = plain in-process engine, no Ray")
+    num_workers: int = _f(0, ge=0, help="0 = plain in-process engine, no Ray; N >= 1 = Ray "
+                                      "Train with N workers (train.batch_size is global)")
     use_gpu: bool = False
     cpus_per_worker: float = _f(1.0, gt=0)
     gpus_per_worker: float = _f(0.0, ge=0)
