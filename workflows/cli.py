@@ -8,8 +8,10 @@ Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
+import os
 import sys
 
 # name → (module, one-line help)
@@ -29,24 +31,61 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The shared params/override options every config-driven command takes."""
-    parser.add_argument("-p", "--params", default="params/default.yaml",
-                        help="params YAML (default: %(default)s)")
+def add_config_arguments(parser: argparse.ArgumentParser,
+                         default: str | None = "params/default.yaml") -> None:
+    """The shared params/override options every config-driven command takes.
+
+    ``default=None``: no params file unless one is given (the built-in defaults).
+    """
+    parser.add_argument("-p", "--params", default=default,
+                        help="params YAML (default: %(default)s)" if default is not None
+                        else "params YAML (default: none, the built-in defaults)")
     parser.add_argument("-s", "--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="dotted override, e.g. -s loss.lambda1=2 (repeatable)")
+                        metavar="KEY=VALUE",
+                        help="dotted override, e.g. -s loss.lambda1=2 (repeatable)")
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default: object = False) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="warnings and errors only, no progress bars")
 
 
 def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amnet", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    _add_verbosity(parser)
+    # -v/-q also after the command (`amnet train -q`); SUPPRESS keeps a value given before it
+    common = argparse.ArgumentParser(add_help=False)
+    _add_verbosity(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
         if name == load:
             importlib.import_module(module).add_arguments(p)
     return parser
+
+
+def disable_progress_bars() -> None:
+    """No tqdm bars in this process (``--quiet`` or ``$CI`` set).
+
+    Every bar in the project is created with ``disable=None`` (off when stderr is not a
+    terminal); tqdm has no global switch that beats an explicit ``disable=``, so the CLI
+    forces it here, once, for the process it runs in.
+    """
+    from tqdm import std
+
+    init = std.tqdm.__init__
+    if getattr(init, "_amnet_quiet", False):
+        return
+
+    @functools.wraps(init)
+    def quiet_init(self: std.tqdm, *args: object, **kwargs: object) -> None:
+        kwargs["disable"] = True
+        init(self, *args, **kwargs)
+
+    quiet_init._amnet_quiet = True  # type: ignore[attr-defined]
+    std.tqdm.__init__ = quiet_init  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.quiet or os.environ.get("CI"):
+        disable_progress_bars()
     if args.command is None:
         parser.print_help()
         return 0

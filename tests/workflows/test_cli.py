@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,21 @@ def test_config_error_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "train.epochs" in proc.stderr and str(bad) in proc.stderr
+
+
+def test_verbosity_after_the_command_and_quiet_progress_bars() -> None:
+    """-v/-q work before or after the command; --quiet or $CI switch tqdm bars off."""
+    from workflows.cli import build_parser
+
+    for argv, want in ((["-q", "config"], (False, True)), (["config", "-q"], (False, True)),
+                       (["-v", "config"], (True, False)), (["config"], (False, False))):
+        args = build_parser("config").parse_args(argv)
+        assert (args.verbose, args.quiet) == want, argv
+    probe = ("import sys, tqdm; from workflows.cli import main; main(sys.argv[1:]); "
+             "print(tqdm.tqdm(range(2), disable=False).disable)")
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    outs = [subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True,
+                           text=True, cwd=REPO, env={**env, **extra}).stdout.split()[-1]
+            for argv, extra in ((["config"], {}), (["config", "-q"], {}),
+                                (["config"], {"CI": "true"}))]
+    assert outs == ["False", "True", "True"]

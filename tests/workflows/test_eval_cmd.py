@@ -63,6 +63,22 @@ def test_eval_activitynet_default_thresholds(tmp_path: Path) -> None:
     assert len(json.loads(out.read_text())["mAP"]) == 10
 
 
+def test_eval_takes_params_and_overrides(files: tuple[Path, Path], tmp_path: Path) -> None:
+    """-p/-s like every command: eval.subset / eval.tiou; explicit flags still win."""
+    gt, pred = files
+    out = tmp_path / "m.json"
+    assert main(["eval", str(gt), str(pred), "-s", "eval.tiou=[0.5,0.65]", "--json",
+                 str(out)]) == 0
+    assert json.loads(out.read_text())["mAP"] == {"0.5": 1.0, "0.65": 0.5}
+    anet = REPO / "params" / "anet13.yaml"  # eval.subset: validation, tIoU 0.5:0.05:0.95
+    assert main(["eval", str(gt), str(pred), "-p", str(anet), "--subset", "Test", "--json",
+                 str(out)]) == 0
+    assert len(json.loads(out.read_text())["mAP"]) == 10
+    assert main(["eval", str(gt), str(pred), "-s", "eval.subset=Validation", "--tiou", "0.5",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["mAP"] == {"0.5": 0.0}  # w's GT has no prediction
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "workflows.cli", "eval", *args],
                           capture_output=True, text=True, cwd=REPO)
