@@ -169,17 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Not an `amnet` subcommand (a pipeline stage): own parser, same error style."""
-    from amnet.errors import AmnetError
+    """``python -m workflows.ablations`` (the DVC stage) == ``amnet ablation``."""
+    from workflows.cli import main as cli_main
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s", datefmt="%H:%M:%S")
-    try:
-        return run(args)
-    except AmnetError as e:
-        logging.getLogger("amnet").error("%s", e)
-        return 2
+    return cli_main(["ablation", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
