@@ -98,12 +98,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", default="outputs/evaluate/predictions.json")
     parser.add_argument("--plots", default="plots/evaluate", help="folder for figures + CSV")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--device", default=None,
+                        help="override train.device (auto | cpu | cuda | cuda:N), as in train")
 
 
 def run(args: argparse.Namespace) -> int:
     from amnet.engine import load_model_for_inference
 
     cfg = load_config(args.params, args.overrides)
+    if args.device:
+        cfg = cfg.replace(f"train.device={args.device}")
     run_id = None
     if not args.no_track:
         from workflows import tracking
