@@ -132,7 +132,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", default=METRIC, help="higher wins (default: %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="move the champion alias even if the new version does not win")
-    parser.add_argument("--out", help="write the decision as JSON here (the register stage)")
+    parser.add_argument("--out", "--json", dest="out", metavar="OUT",
+                        help="write the decision as JSON here (the register stage)")
 
 
 def run(args: argparse.Namespace) -> int:
