@@ -55,6 +55,8 @@ class LoopContext:
     ``report(metrics, checkpoint_dir, epoch)`` is called on every rank once per epoch;
     ``checkpoint_dir`` is a folder holding ``checkpoint.pt`` on rank 0 and None elsewhere.
     ``resume_dir`` is the folder of the checkpoint to continue from (None = fresh start).
+    ``validate``: the test-split mAP every ``train.eval_every`` epochs and after the last
+    (as :func:`amnet.engine.fit`), computed on rank 0 and broadcast.
     """
 
     rank: int
@@ -63,6 +65,7 @@ class LoopContext:
     report: Callable[[dict[str, float], Path | None, int], None]
     resume_dir: Path | None = None
     mlflow_run_id: str | None = None
+    validate: bool = True
     extra_metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -118,7 +121,7 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
     train_ds = TALDataset(cfg.data, cfg.data.train_subset, training=True, seed=cfg.train.seed)
     # evaluation runs on rank 0 only (the model is identical on every rank after each step)
     val_ds = None
-    if cfg.train.eval_every and rank == 0:
+    if ctx.validate and rank == 0:
         val_ds = TALDataset(cfg.data, cfg.data.test_subset, training=False,
                             classes=train_ds.classes)
     sampler = DistributedSampler(train_ds, num_replicas=ws, rank=rank, shuffle=True,
@@ -160,8 +163,8 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
         metrics["time/epoch_s"] = time.perf_counter() - t0
         metrics = _mean_across_workers(metrics, ws)
         state.epoch = epoch + 1
-        last = state.epoch == cfg.train.epochs
-        if cfg.train.eval_every and (state.epoch % cfg.train.eval_every == 0 or last):
+        last, every = state.epoch == cfg.train.epochs, cfg.train.eval_every
+        if ctx.validate and (last or (every and state.epoch % every == 0)):
             t1 = time.perf_counter()
             val = None
             if val_ds is not None:  # rank 0
@@ -206,7 +209,8 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
         ctx = LoopContext(rank=tctx.get_world_rank(), world_size=tctx.get_world_size(),
                           device=device, report=_train_report,
                           resume_dir=Path(resume) if resume else None,
-                          mlflow_run_id=config.get("mlflow_run_id"))
+                          mlflow_run_id=config.get("mlflow_run_id"),
+                          validate=config.get("validate", True))
         return train_loop(cfg, ctx)
 
 
@@ -259,7 +263,7 @@ def _finished_epochs(run_dir: Path) -> int | None:
     return int(epoch) if epoch is not None else None
 
 
-def run_ray_training(cfg: Config, *, mlflow_run_id: str | None = None,
+def run_ray_training(cfg: Config, *, mlflow_run_id: str | None = None, validate: bool = True,
                      prefix: str = "train") -> RayTrainResult:
     """Train under ``TorchTrainer`` with ``cfg.ray.num_workers`` workers; blocks until done.
 
@@ -267,6 +271,7 @@ def run_ray_training(cfg: Config, *, mlflow_run_id: str | None = None,
     fits first (a mis-sized request raises :class:`~workflows.ray_utils.RayResourceError` at
     once). A fresh run name per call unless ``ray.run_name`` is set, which resumes that run
     from its last checkpoint. ``mlflow_run_id``: rank 0 logs each epoch's metrics there.
+    ``validate``: test-split mAP as in :func:`amnet.engine.fit` (False: none).
     """
     import ray
     from ray.train import (
@@ -296,7 +301,8 @@ def run_ray_training(cfg: Config, *, mlflow_run_id: str | None = None,
                     cfg.ray.num_workers, bundle, storage)
         trainer = TorchTrainer(
             train_worker,
-            train_loop_config={"cfg": cfg.to_dict(), "mlflow_run_id": mlflow_run_id},
+            train_loop_config={"cfg": cfg.to_dict(), "mlflow_run_id": mlflow_run_id,
+                               "validate": validate},
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers,
                                          use_gpu=cfg.ray.use_gpu, resources_per_worker=bundle),
             run_config=RunConfig(

@@ -1,4 +1,7 @@
-"""``amnet train``: train AMNet in this process (the ``train`` pipeline stage).
+"""``amnet train``: train AMNet in this process, or under Ray Train (the ``train`` stage).
+
+``ray.num_workers`` = 0 (default): in-process :func:`amnet.engine.fit`; N >= 1: the same run
+on N Ray Train workers (:func:`train_on_ray`, ``workflows.ray_train``), same outputs.
 
 Loads the config, builds the training split (random crops) and the test split (full videos,
 for the validation mAP every ``train.eval_every`` epochs and after the last), runs
@@ -101,6 +104,9 @@ def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
 
     out = Path(out_dir)
     t0 = time.perf_counter()
+    if cfg.ray.num_workers >= 1:  # the same training under Ray Train with N workers
+        return train_on_ray(cfg, out, metrics_path=metrics_path, callback=callback,
+                            resume=resume, device=device, validation=validation)
     train_ds, val_ds = build_datasets(cfg, validation=validation)
     log.info("training on %d videos (%s), validating on %s; %d epochs on %s", len(train_ds),
              cfg.data.train_subset,
@@ -126,6 +132,55 @@ def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
     return {**res, "model_path": str(model_path),
             "metrics_path": None if metrics_path is None else str(metrics_path),
             "seconds": seconds}
+
+
+def train_on_ray(cfg: Config, out: Path, *, metrics_path: str | Path | None,
+                 callback: Callback | None, resume: str | Path | None, device: str | None,
+                 validation: bool) -> dict[str, Any]:
+    """``ray.num_workers >= 1``: :func:`train` under Ray Train (``workflows.ray_train``).
+
+    Same outputs and return value as the in-process path. Rank 0 logs each epoch into the
+    active MLflow run (if any) while training; ``callback`` runs here after the run, once per
+    epoch, only when no MLflow run is active (Ray workers cannot call into this process, and
+    the epochs are already logged otherwise). A Ray run resumes by name
+    (``-s ray.run_name=<name>``, printed when one fails), not from ``--resume``.
+    """
+    from amnet import engine
+    from amnet.errors import ConfigError
+    from workflows.ray_train import run_ray_training
+
+    if resume is not None:
+        raise ConfigError("--resume takes an in-process checkpoint; with ray.num_workers >= 1 a "
+                          "run resumes by name: -s ray.run_name=<name of the stopped Ray run>")
+    if device is not None:
+        log.warning("--device %s ignored under Ray Train: ray.use_gpu picks the device", device)
+    t0 = time.perf_counter()
+    active = sys.modules["mlflow"].active_run() if "mlflow" in sys.modules else None
+    res = run_ray_training(cfg, mlflow_run_id=active.info.run_id if active else None,
+                           validate=validation)
+    show = log_epoch(cfg.train.epochs)
+    for h in res.history:
+        show(int(h["epoch"]), h)
+        if callback is not None and active is None:
+            callback(int(h["epoch"]), dict(h))
+    state, info = engine.load_checkpoint(res.checkpoint, cfg, device="cpu")
+    model_path = out / "model.pt"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(res.checkpoint, model_path)
+    seconds = time.perf_counter() - t0
+    last = res.history[-1] if res.history else {}
+    metrics = {k: v for k, v in last.items()
+               if k not in ("epoch", "resumed_from") and math.isfinite(v)}
+    metrics.update(epochs=state.epoch, seconds=round(seconds, 2), ray_workers=cfg.ray.num_workers)
+    if metrics_path is not None:
+        write_json(metrics_path, metrics)
+    log.info("wrote %s (Ray run %s, %d worker(s), %d epochs, %.0f s)", model_path, res.run_name,
+             cfg.ray.num_workers, state.epoch, seconds)
+    return {"state": state, "history": res.history, "metrics": metrics,
+            "classes": list(info.get("classes", [])), "checkpoint": str(res.checkpoint),
+            "model_path": str(model_path),
+            "metrics_path": None if metrics_path is None else str(metrics_path),
+            "seconds": seconds, "ray_run_name": res.run_name, "ray_path": res.path}
 
 
 def run(args: argparse.Namespace) -> int:

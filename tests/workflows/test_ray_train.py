@@ -11,8 +11,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from amnet.config import Config, load_config
 from amnet.data.synthetic import generate_synthetic
 from amnet.errors import ConfigError
 from workflows import ray_utils
-from workflows.ray_train import RayTrainError, RayTrainResult, run_ray_training
+from workflows.ray_train import RayTrainError, run_ray_training
 
 EPOCHS = 6
 
@@ -111,8 +112,9 @@ def _kill_one_worker(run_dir: Path, n_workers: int, out: dict, done: threading.E
         time.sleep(0.05)
 
 
-def run_and_kill(cfg: Config, **kwargs: object) -> tuple[RayTrainResult | Exception, dict]:
-    """``run_ray_training`` while a thread kills one worker after the first checkpoint."""
+def run_and_kill(cfg: Config, run: Callable[[], Any]) -> tuple[Any, dict]:
+    """``run()`` (a Ray Train run of ``cfg``) while a thread kills one worker after the first
+    registered checkpoint; returns ``(run()'s result or its RayTrainError, kill record)``."""
     killed: dict = {}
     done = threading.Event()
     run_dir = Path(cfg.ray.storage_path) / cfg.ray.run_name
@@ -120,7 +122,7 @@ def run_and_kill(cfg: Config, **kwargs: object) -> tuple[RayTrainResult | Except
                               args=(run_dir, cfg.ray.num_workers, killed, done))
     killer.start()
     try:
-        result: RayTrainResult | Exception = run_ray_training(cfg, **kwargs)
+        result = run()
     except RayTrainError as e:
         result = e
     finally:
@@ -131,8 +133,8 @@ def run_and_kill(cfg: Config, **kwargs: object) -> tuple[RayTrainResult | Except
     return result, killed
 
 
-def _losses(res: RayTrainResult) -> list[float]:
-    return [h["loss/total"] for h in res.history]
+def _losses(history: list[dict]) -> list[float]:
+    return [h["loss/total"] for h in history]
 
 
 def test_two_workers_match_one_worker_through_crash_resume_and_restart(
@@ -141,15 +143,16 @@ def test_two_workers_match_one_worker_through_crash_resume_and_restart(
 
     1 worker, ray.max_failures=0: its worker is SIGKILLed after the first checkpoint, so the
     run fails with a resume hint; rerun by name (ray.run_name) it continues from its last
-    checkpoint. 2 workers, ray.max_failures=1: one worker is SIGKILLed after the first
-    checkpoint, the group restarts from its last checkpoint and the run completes; rank 0's
-    MLflow history holds each epoch once. Tolerance: the same float ops in another summation
-    order (DDP's gradient average, the all-reduced positive count); differences measured
-    ~1e-6, asserted rel 1e-4 on every loss of every epoch, 2e-3 absolute on average mAP.
+    checkpoint. 2 workers (through `amnet train`'s Ray branch), ray.max_failures=1: one worker
+    is SIGKILLed after the first checkpoint, the group restarts from its last checkpoint and
+    the run completes; rank 0's MLflow history holds each epoch once. Tolerance: the same
+    float ops in another summation order (DDP's gradient average, the all-reduced positive
+    count); differences measured ~1e-6, asserted rel 1e-4 on every loss of every epoch, 2e-3
+    absolute on average mAP.
     """
     one_cfg = base_cfg.replace("ray.num_workers=1", "ray.max_failures=0",
                                "ray.run_name=one-worker")
-    crashed, _ = run_and_kill(one_cfg)
+    crashed, _ = run_and_kill(one_cfg, lambda: run_ray_training(one_cfg))
     assert isinstance(crashed, RayTrainError), "max_failures=0: a killed worker fails the run"
     assert "-s ray.run_name=one-worker" in str(crashed)
     one = run_ray_training(one_cfg)  # the same name: resume
@@ -157,31 +160,38 @@ def test_two_workers_match_one_worker_through_crash_resume_and_restart(
     assert one.resumed_from >= 0, "a run reused by name continues from its last checkpoint"
     assert [h["epoch"] for h in one.history] == list(range(EPOCHS))
 
+    # 2 workers through `amnet train`'s Ray branch, inside an active MLflow run
     from workflows import tracking
+    from workflows.train import train
 
     track = [f"tracking.tracking_uri={mlflow_sqlite_uri}",
              f"tracking.artifact_root={tmp_path / 'artifacts'}", "tracking.experiment=ray_train"]
     two_cfg = base_cfg.replace("ray.num_workers=2", "ray.max_failures=1",
                                "ray.run_name=two-workers", *track)
+    metrics_json = tmp_path / "metrics" / "train.json"
     with tracking.start_run(two_cfg, run_name="ray-train-test") as run:
         run_id = run.info.run_id
-    two, killed = run_and_kill(two_cfg, mlflow_run_id=run_id)
-    assert isinstance(two, RayTrainResult), f"the restarted group must complete: {two}"
-    assert two.resumed_from >= 0, "the restarted worker group must resume from a checkpoint"
-    assert two.resumed_from >= killed["epoch_at_kill"] - 1
-    assert [h["epoch"] for h in two.history] == list(range(EPOCHS))
-    assert two.checkpoint.is_file()
+        two, killed = run_and_kill(two_cfg, lambda: train(two_cfg, tmp_path / "out",
+                                                          metrics_path=metrics_json))
+    assert isinstance(two, dict), f"the restarted group must complete: {two}"
+    history = two["history"]
+    assert history[-1]["resumed_from"] >= 0, "the restarted group resumes from a checkpoint"
+    assert history[-1]["resumed_from"] >= killed["epoch_at_kill"] - 1
+    assert [h["epoch"] for h in history] == list(range(EPOCHS))
+    assert Path(two["model_path"]).is_file() and two["state"].epoch == EPOCHS
+    written = json.loads(metrics_json.read_text())
+    assert written["ray_workers"] == 2 and written["epochs"] == EPOCHS
+    assert written["loss/total"] == pytest.approx(history[-1]["loss/total"])
 
     for key in ("loss/total", "loss/cls", "loss/reg", "loss/mat", "loss/trip"):
         a = [h[key] for h in one.history]
-        b = [h[key] for h in two.history]
+        b = [h[key] for h in history]
         assert b == pytest.approx(a, rel=1e-4, abs=1e-6), key
-    assert _losses(one)[-1] < _losses(one)[0], "training must reduce the loss"
-    for h1, h2 in zip(one.history, two.history, strict=True):
+    assert _losses(one.history)[-1] < _losses(one.history)[0], "training must reduce the loss"
+    for h1, h2 in zip(one.history, history, strict=True):
         assert h2["average_mAP"] == pytest.approx(h1["average_mAP"], abs=2e-3)
-    assert two.metrics["average_mAP"] == pytest.approx(two.history[-1]["average_mAP"])
 
-    # rank 0 logged every epoch to MLflow exactly once, a replayed epoch included
+    # rank 0 logged every epoch into the active MLflow run exactly once, a replay included
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_sqlite_uri)
