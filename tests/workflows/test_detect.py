@@ -170,6 +170,15 @@ def test_timing_precedence(tmp_path: Path) -> None:
     assert (n.fps, n.stride, n.duration, n.duration_source) == (10.0, 8, 30.0, "annotations")
     z = video_timing("z", 10, side, cfg, {"fps": 50.0, "window": 8})  # not in the manifest
     assert (z.fps, z.stride, z.window, z.duration) == (50.0, 8, 8, 7.0)
+    # the `amnet extract` layout: folder-wide values under "settings", durations per video
+    ext = tmp_path / "extracted"
+    ext.mkdir()
+    (ext / "manifest.json").write_text(json.dumps({
+        "format": "amnet-extract/1", "settings": {"fps": 24.0, "stride": 2, "window": 8},
+        "videos": {"x": {"file": "x.npy", "duration": 3.5}}}))
+    x = video_timing("x", 10, read_sidecar(ext), cfg, {})
+    assert (x.fps, x.stride, x.window, x.duration, x.duration_source) == (
+        24.0, 2, 8, 3.5, "manifest")
     bare = video_timing("q", 10, Sidecar(None, {}, None, folder), cfg, {})
     assert (bare.fps, bare.stride, bare.window) == (30.0, 4, 16)
     assert bare.duration == pytest.approx((9 * 4 + 16) / 30) and bare.duration_source == "features"
@@ -233,6 +242,7 @@ def test_missing_model_is_one_line_exit_2(tmp_path: Path) -> None:
     ("foreign_checkpoint", "not an amnet checkpoint"),
     ("bad_override", "only infer.* and tracking.*"),
     ("bad_device", "--device"),
+    ("bad_manifest", "video 'good': field 'fps' must be > 0, got -30"),
 ])
 def test_bad_inputs_exit_2_with_one_line(case: str, expected: str, tmp_path: Path, ckpt16: Path,
                                          caplog: pytest.LogCaptureFixture) -> None:
@@ -262,6 +272,8 @@ def test_bad_inputs_exit_2_with_one_line(case: str, expected: str, tmp_path: Pat
         extra = ["-s", "model.embed_dim=64"]
     elif case == "bad_device":
         extra = ["--device", "tpu:0"]
+    elif case == "bad_manifest":
+        (folder / "manifest.json").write_text(json.dumps({"videos": {"good": {"fps": -30}}}))
     out = tmp_path / "out.json"
     with caplog.at_level(logging.INFO):
         rc = run_detect(target, "--model", model, "--json", out, *extra)
