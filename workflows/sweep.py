@@ -18,7 +18,7 @@ config as params, the sampled values as ``trial.*`` params and per-epoch metrics
 the parent gets the best config, a table of all trials, and Optuna's optimisation-history and
 parameter-importance plots (from an Optuna study rebuilt from the trial results, which works for
 restored sweeps too). The best config goes to ``sweep.best_params_out`` as a params file that
-``amnet train -p`` accepts (the sweep file's own ``base:`` plus the chosen keys).
+``amnet train -p`` accepts (``base:`` the sweep's params file, plus the chosen keys).
 
 ``--resume NAME`` continues an interrupted sweep (``Tuner.restore``): finished and failed trials
 are kept as they are, unfinished ones continue from their last checkpoint. A trial that raises
@@ -363,7 +363,9 @@ def _plots(study: Any, out: Path) -> list[Path]:
 
 def write_best_params(path: Path, best: dict[str, Any], *, params_path: str | None,
                       comment: str) -> Path:
-    """A params file ``amnet train -p`` accepts: the sweep file's base + the chosen keys."""
+    """A params file ``amnet train -p`` accepts: ``base:`` the sweep's params file (so its
+    data / ray / train settings carry over; its ``sweep:`` keys are unused by training) plus
+    the chosen keys. Without a params file, the chosen keys on the built-in defaults."""
     import yaml
 
     nested: dict[str, Any] = {}
@@ -372,10 +374,7 @@ def write_best_params(path: Path, best: dict[str, Any], *, params_path: str | No
         nested.setdefault(section, {})[leaf] = value
     doc: dict[str, Any] = {}
     if params_path is not None:
-        src = Path(params_path).resolve()
-        raw = yaml.safe_load(src.read_text()) or {}
-        base = (src.parent / raw["base"]).resolve() if raw.get("base") else src
-        doc["base"] = os.path.relpath(base, path.resolve().parent)
+        doc["base"] = os.path.relpath(Path(params_path).resolve(), path.resolve().parent)
     doc.update(nested)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(f"# {line}\n" for line in comment.splitlines())
