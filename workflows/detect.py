@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from amnet.config import Config, load_config
+from amnet.data.timing import snippet_to_seconds
 from amnet.errors import ConfigError, DataError, ModelLoadError
 from workflows.cli import add_config_arguments
 
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
 ANNOTATIONS_FILE = "annotations.json"
 DEFAULT_PARAMS = "params/default.yaml"
-OVERRIDABLE = ("infer.", "tracking.")  # the rest (model.*, data.*...) is fixed by the model
 
 
 # --------------------------------------------------------------------------- arguments
@@ -141,8 +141,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _number(value: Any, where: str, field: str, kind: type, required_positive: bool = True
-            ) -> float | int | None:
+def _number(value: Any, where: str, field: str, kind: type) -> float | int | None:
+    """A timing field: absent → None, else a finite positive number (whole for frames)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -150,7 +150,7 @@ def _number(value: Any, where: str, field: str, kind: type, required_positive: b
     if kind is int and float(value) != int(value):
         raise DataError(f"{where}: field {field!r} must be a whole number of frames, "
                         f"got {value!r}")
-    if required_positive and value <= 0:
+    if value <= 0:
         raise DataError(f"{where}: field {field!r} must be > 0, got {value!r}")
     return kind(value)
 
@@ -238,10 +238,6 @@ def video_timing(video_id: str, num_snippets: int, sidecar: Sidecar, cfg: Config
             candidates.append(ann.get("fps"))
         value[k] = next((v for v in candidates if v is not None), trained[k])
     fps, stride, window = float(value["fps"]), int(value["stride"]), int(value["window"])
-    if (stride, window) != (cfg.data.stride, cfg.data.window):
-        log.warning("video %r: snippets of %d frames every %d, but the model was trained on "
-                    "%d every %d; timing follows the features, accuracy may suffer",
-                    video_id, window, stride, cfg.data.window, cfg.data.stride)
     covered = ((num_snippets - 1) * stride + window) / fps  # end of the last snippet's frames
     if man.get("duration") is not None:
         duration, source = float(man["duration"]), "manifest"
@@ -249,7 +245,7 @@ def video_timing(video_id: str, num_snippets: int, sidecar: Sidecar, cfg: Config
         duration, source = float(ann["duration"]), "annotations"
     else:
         duration, source = covered, "features"
-    last_centre = ((num_snippets - 1) * stride + window / 2) / fps
+    last_centre = snippet_to_seconds(num_snippets - 1, fps, stride, window)
     if source != "features" and last_centre > duration + window / fps:
         log.warning("video %r: its %d snippets reach %.2f s at %g fps / stride %d, past its "
                     "duration %.2f s (%s); detections are clipped to the duration — check the "
@@ -276,6 +272,7 @@ def check_header(path: Path, video_id: str, in_dim: int) -> int:
 # --------------------------------------------------------------------------- model
 
 def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``-s`` items → (infer.*, tracking.*); model.*, data.*... are fixed by the model."""
     infer, tracking = [], []
     for item in overrides:
         key = item.partition("=")[0].strip()
@@ -368,6 +365,12 @@ def detect(model: Any, cfg: Config, class_names: list[str], inputs: list[tuple[s
     in_dim = int(getattr(model, "in_dim", cfg.data.feature_dim))
     lengths = {vid: check_header(path, vid, in_dim) for vid, path in inputs}
     timings = {vid: video_timing(vid, lengths[vid], sidecar, cfg, flags) for vid, _ in inputs}
+    for stride, window in sorted({(t.stride, t.window) for t in timings.values()}
+                                 - {(cfg.data.stride, cfg.data.window)}):
+        log.warning("%d video(s) have snippets of %d frames every %d, but the model was trained "
+                    "on %d every %d: timing follows the features, accuracy may suffer",
+                    sum((t.stride, t.window) == (stride, window) for t in timings.values()),
+                    window, stride, cfg.data.window, cfg.data.stride)
     pad = 2 ** (cfg.model.fpn_levels - 1)  # as the engine's loaders pad
     dets = []
     model.eval()
