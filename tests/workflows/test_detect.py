@@ -195,7 +195,9 @@ def test_registered_model_uri(tmp_path: Path, ckpt16: Path, sqlite_overrides: li
     model, cfg, names = load_model_for_inference(ckpt16)
     cfg = cfg.replace(*sqlite_overrides)
     with tracking.start_run(cfg, run_name="detect-test"):
-        info = tracking.log_model(model, torch.randn(1, 16, 32), None, names, cfg)
+        # as the pipeline logs it (tracking.log_trained_model): the checkpoint rides along
+        info = tracking.log_model(model, torch.randn(1, 16, 32), None, names, cfg,
+                                  checkpoint=ckpt16)
     name = cfg.tracking.registered_model
     mv = mlflow.register_model(info.model_uri, name)
     MlflowClient().set_registered_model_alias(name, "champion", mv.version)
