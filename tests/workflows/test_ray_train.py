@@ -27,6 +27,7 @@ from workflows import ray_utils
 from workflows.ray_train import RayTrainError, run_ray_training
 
 EPOCHS = 6
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_overrides(root: Path, storage: Path, n_train: int = 32) -> list[str]:
@@ -82,6 +83,37 @@ def test_mis_sized_request_fails_fast(base_cfg: Config, ray_cluster: None) -> No
     with pytest.raises(ray_utils.RayResourceError, match="GPU"):
         run_ray_training(base_cfg.replace("ray.num_workers=1", "ray.use_gpu=true"))
     assert time.perf_counter() - t0 < 10, "the pre-check must not wait for Ray to time out"
+
+
+def test_cluster_files_are_valid_and_match_the_cluster_preset() -> None:
+    """The Ray cluster YAML passes Ray's own schema; KubeRay and the preset agree on paths."""
+    import jsonschema
+    import ray
+    import ray.autoscaler
+    import yaml
+
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    aws = yaml.safe_load((REPO / "workflows" / "cluster" / "aws-gpu.yaml").read_text())
+    jsonschema.validate(aws, schema)
+    docs = list(yaml.safe_load_all((REPO / "workflows" / "cluster" / "kuberay.yaml").read_text()))
+    rc = next(d for d in docs if d["kind"] == "RayCluster")
+    pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    assert rc["spec"]["rayVersion"] == ray.__version__
+    pods = [rc["spec"]["headGroupSpec"]["template"]["spec"],
+            *(g["template"]["spec"] for g in rc["spec"]["workerGroupSpecs"])]
+    cfg = load_config(REPO / "params" / "cluster.yaml")
+    for pod in pods:
+        mounts = {m["mountPath"] for c in pod["containers"] for m in c["volumeMounts"]}
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
+                  if "persistentVolumeClaim" in v}
+        assert claims == {pvc["metadata"]["name"]}
+        for path in (cfg.data.root, cfg.ray.storage_path):  # shared by every node
+            assert any(path.startswith(m + "/") for m in mounts), path
+        assert {c["image"] for c in pod["containers"]} == {aws["docker"]["image"]}
+    gpus = [int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+            for g in rc["spec"]["workerGroupSpecs"]]
+    assert cfg.ray.use_gpu and max(gpus) >= cfg.sweep.workers_per_trial
+    assert any("/mnt/cluster_storage" in o for o in aws["docker"]["run_options"])
 
 
 def _registered_epoch(run_dir: Path) -> int | None:
