@@ -9,7 +9,7 @@ Each row is one MLflow run in the experiment ``<tracking.experiment>-ablations``
 the test metrics (``test/*``), tables, predictions and the model — so the MLflow UI compares
 the rows side by side. Files (``--out outputs/ablations``, ``--metrics metrics/ablations``):
 
-* ``metrics/ablations/<row>.json``: ``{"mAP": {"0.3": …}, "average_mAP": …}`` (DVC metrics)
+* ``metrics/ablations/<row>.json``: ``{"mAP_0.3": …, "average_mAP": …}`` (DVC metrics)
 * ``outputs/ablations/<row>/``: ``model.pt``, ``predictions.json``, ``per_class_ap.json``,
   ``mlflow_run.json``
 """

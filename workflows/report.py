@@ -1,14 +1,16 @@
 """``amnet report``: the paper's ablation tables from the pipeline's metrics files.
 
-Reads ``metrics/ablations/<row>.json`` (one per row of ``params/ablations.yaml``) and the main
-model's ``metrics/evaluate.json``, and writes into ``--out`` (default ``reports/``):
+Reads ``metrics/ablations/<row>.json`` (``mAP_<tIoU>`` + ``average_mAP``; one per row of
+``params/ablations.yaml``) and the main model's ``metrics/evaluate.json``, and writes into
+``--out`` (default ``reports/``):
 
 * ``table2.md`` / ``table2.csv``: Table 2 layout — AME / GAM / MS check marks, mAP at every
   tIoU and the average, in percent, with the change of the average vs the baseline row;
 * ``table4.md`` / ``table4.csv``: Table 4 layout — confidence score, mAP per tIoU and average,
   each with its delta vs the first row (``sigmoid(ŷ)``);
 * ``report.md``: both tables plus the main model's mAP table;
-* ``ablation_map.csv`` / ``ablation_map.png``: mAP vs tIoU per row (a DVC plot);
+* ``ablation_summary.csv`` (a DVC plot: average mAP per row) / ``ablation_map.png`` (mAP vs
+  tIoU, one line per row);
 * ``per_class_ap.png`` / ``per_class_ap.csv``: per-class AP of baseline, +GAM+MS and the full
   model side by side (the paper's Fig. 5), when those rows ran.
 
@@ -39,16 +41,18 @@ FIG5_ROWS = ("baseline", "gam_ms", "full")
 
 
 def read_metrics(path: Path) -> dict[str, Any] | None:
-    """``{"mAP": {tiou: v}, "average_mAP": v}`` or None when the file does not exist."""
+    """A metrics file (``{"mAP_0.3": v, …, "average_mAP": v}``) as
+    ``{"mAP": {tiou: v}, "average_mAP": v}``, or None when the file does not exist."""
     if not path.is_file():
         return None
     try:
         m = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON: {e}") from None
-    if not isinstance(m, dict) or not isinstance(m.get("mAP"), dict) or "average_mAP" not in m:
-        raise DataError(f"{path}: expected {{'mAP': {{tIoU: value}}, 'average_mAP': value}}")
-    return m
+    if not isinstance(m, dict) or "average_mAP" not in m:
+        raise DataError(f"{path}: expected {{'mAP_<tIoU>': value, ..., 'average_mAP': value}}")
+    maps = {float(k[len("mAP_"):]): float(v) for k, v in m.items() if k.startswith("mAP_")}
+    return {"mAP": maps, "average_mAP": float(m["average_mAP"])}
 
 
 def _pct(v: float | None) -> str:
@@ -154,9 +158,12 @@ def _map_plot(tables: dict[str, list[dict[str, Any]]], tious: list[float], out: 
 
     entries = {e["row"]: e for es in tables.values() for e in es if e["average_mAP"] is not None}
     names = list(entries)
-    _write_csv(out / "ablation_map.csv",
-               [["tiou", *names]] + [[f"{t:g}", *[f"{entries[n]['mAP'].get(t, float('nan')):.6f}"
-                                                  for n in names]] for t in tious])
+    # one line per row: `dvc plots` draws average_mAP per row whatever the rows and tIoUs are
+    _write_csv(out / "ablation_summary.csv",
+               [["row", "label", *[f"mAP@{t:g}" for t in tious], "average_mAP"]]
+               + [[n, entries[n]["label"],
+                   *[f"{entries[n]['mAP'].get(t, float('nan')):.6f}" for t in tious],
+                   f"{entries[n]['average_mAP']:.6f}"] for n in names])
     fig = Figure(figsize=(6.5, 4))
     ax = fig.subplots()
     for k, n in enumerate(names):
@@ -223,7 +230,7 @@ def write_report(params: str | Path, rows_file: str | Path, metrics_dir: str | P
     files["report_md"] = out / "report.md"
     files["report_md"].write_text("\n".join(parts))
     _map_plot(tables, tious, out)
-    files["ablation_map_csv"] = out / "ablation_map.csv"
+    files["ablation_summary_csv"] = out / "ablation_summary.csv"
     files["ablation_map_png"] = out / "ablation_map.png"
     if _per_class_figure(Path(rows_dir), load_rows(rows_file)[1], out):
         files["per_class_ap_png"] = out / "per_class_ap.png"

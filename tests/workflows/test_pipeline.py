@@ -1,0 +1,188 @@
+"""`dvc repro` end to end in a temporary git repo: real DVC, real SQLite MLflow (the default
+store location), a tiny synthetic config, two ablation rows.
+
+Checks that the numbers DVC holds (`dvc metrics show --json`) are the numbers MLflow holds,
+that ablation runs are tagged, that the model is registered with the champion alias and
+loads by alias without params files, and that a second `dvc repro` is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+# A config small enough for seconds per stage on 2 cores, big enough to score above zero.
+TINY = {
+    "data": {"feature_dim": 16, "num_classes": 4, "max_seq_len": 128,
+             "synthetic": {"n_train": 8, "n_test": 4, "num_classes": 4, "feature_dim": 16,
+                           "duration_scale": 0.1}},
+    "model": {"embed_dim": 16, "n_heads": 2, "fpn_levels": 3,
+              "regression_ranges": [[0, 4], [4, 16], [16, 10000]]},
+    "train": {"epochs": 2, "lr": 1.0e-3, "warmup_epochs": 0, "eval_every": 0},
+    "ray": {"num_workers": 0},
+}
+ROWS = ("baseline", "full")
+
+
+def _merge(dst: dict, src: dict) -> dict:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
+def make_project(dest: Path) -> Path:
+    """A fresh git + DVC repo holding the project's pipeline code and a tiny params file."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for d in ("amnet", "workflows"):
+        shutil.copytree(REPO / d, dest / d, ignore=ignore)
+    for f in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / f, dest / f)
+    (dest / "params").mkdir()
+    default = yaml.safe_load((REPO / "params" / "default.yaml").read_text())
+    (dest / "params" / "default.yaml").write_text(yaml.safe_dump(_merge(default, TINY)))
+    abl = yaml.safe_load((REPO / "params" / "ablations.yaml").read_text())
+    abl["rows"] = {k: v for k, v in abl["rows"].items() if k in ROWS}
+    abl["common"] = [o for o in abl["common"] if not o.startswith("train.epochs=")]
+    (dest / "params" / "ablations.yaml").write_text(yaml.safe_dump(abl, allow_unicode=True))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=dest, check=True)
+    subprocess.run([str(BIN / "dvc"), "config", "core.analytics", "false"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny project"], cwd=dest, check=True)
+    return dest
+
+
+def dvc(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # stages call `python`
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=project, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    project = make_project(tmp_path_factory.mktemp("project"))
+    t0 = time.monotonic()
+    proc = dvc(project, "repro")
+    seconds = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    print(f"\ntiny `dvc repro`: {seconds:.1f} s")
+    return {"project": project, "repro": proc, "seconds": seconds}
+
+
+def _mlflow(project: Path) -> Any:  # an MlflowClient on the project's default store
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{project / '.mlflow' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri)
+
+
+@pytest.mark.slow
+def test_dvc_and_mlflow_hold_the_same_metrics(pipeline: dict) -> None:
+    project = pipeline["project"]
+    shown = json.loads(dvc(project, "metrics", "show", "--json").stdout)
+    ws = next(iter(shown.values()))["data"]  # the workspace entry
+    main = ws["metrics/evaluate.json"]["data"]
+    assert set(main) == {"mAP_0.3", "mAP_0.4", "mAP_0.5", "mAP_0.6", "mAP_0.7", "average_mAP"}
+    preds = json.loads((project / "outputs/evaluate/predictions.json").read_text())
+    assert sum(len(v) for v in preds["results"].values()) > 0
+
+    client = _mlflow(project)
+    run_id = json.loads((project / "outputs/train/mlflow_run.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    for k, v in main.items():
+        assert run.data.metrics[f"test/{k}"] == v
+    # the training run holds the per-epoch losses DVC's train metrics end with
+    train = ws["metrics/train.json"]["data"]
+    for k in ("loss/total", "loss/cls", "loss/reg", "loss/mat", "loss/trip", "lr"):
+        hist = sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)
+        assert [m.step for m in hist] == [0, 1], k
+        assert hist[-1].value == pytest.approx(train[k], rel=1e-12, abs=1e-15), k
+    assert hist[0].value != hist[-1].value  # the cosine schedule moved the learning rate
+    assert run.data.params["model.embed_dim"] == "16"
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    feat_md5 = next(o["md5"] for o in lock["stages"]["features"]["outs"])
+    assert run.data.tags["dvc.features.md5"] == feat_md5
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, text=True,
+                          capture_output=True, check=True).stdout.strip()
+    assert run.data.tags["git.commit"] == head
+    arts = {a.path for a in client.list_artifacts(run_id, "eval")}
+    assert {"eval/map_table.json", "eval/predictions.json", "eval/per_class_ap.json"} <= arts
+    logged = json.loads(Path(client.download_artifacts(run_id, "eval/predictions.json"))
+                        .read_text())
+    assert logged == preds
+    assert {a.path for a in client.list_artifacts(run_id, "plots")} >= {
+        "plots/per_class_ap.png", "plots/pr_curves.png"}
+
+    # ablations: one tagged run per row in the shared ablation experiment, same numbers
+    exp = client.get_experiment_by_name("amnet-ablations")
+    runs = client.search_runs([exp.experiment_id])
+    by_row = {r.data.tags["ablation"]: r for r in runs}
+    assert set(by_row) == set(ROWS)
+    for row in ROWS:
+        m = ws[f"metrics/ablations/{row}.json"]["data"]
+        for k, v in m.items():
+            assert by_row[row].data.metrics[f"test/{k}"] == v
+        assert by_row[row].data.params["model.ame"] == ("False" if row == "baseline" else "True")
+    # the report's Table 2 lists both rows with their mAP in percent
+    t2 = (project / "reports" / "table2.md").read_text()
+    full = ws["metrics/ablations/full.json"]["data"]["average_mAP"]
+    assert f"{100 * full:.1f}" in t2 and "Baseline" in t2
+
+
+@pytest.mark.slow
+def test_registered_champion_loads_by_alias(pipeline: dict) -> None:
+    import torch
+
+    from workflows.tracking import load_registered_model
+
+    project = pipeline["project"]
+    decision = json.loads((project / "outputs" / "register.json").read_text())
+    assert decision["decision"] == "champion" and decision["version"] == 1
+    client = _mlflow(project)
+    mv = client.get_model_version_by_alias("amnet-tal", "champion")
+    assert int(mv.version) == 1 and mv.tags["promotion.decision"] == "champion"
+    model, cfg, classes = load_registered_model("models:/amnet-tal@champion")
+    assert len(classes) == 4 and cfg.model.embed_dim == 16
+    out = model(torch.randn(1, 16, 64), torch.ones(1, 64, dtype=torch.bool))
+    assert out.cls_logits.shape[-1] == 4
+
+
+@pytest.mark.slow
+def test_noop_repro_and_plots(pipeline: dict) -> None:
+    project = pipeline["project"]
+    t0 = time.monotonic()
+    proc = dvc(project, "repro")
+    noop = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stdout, proc.stdout
+    print(f"\nno-op `dvc repro`: {noop:.1f} s")
+    status = dvc(project, "status")
+    assert "up to date" in status.stdout, status.stdout
+    plots = dvc(project, "plots", "show", "--json")
+    assert plots.returncode == 0, plots.stderr
+    shown = json.loads(plots.stdout)
+    assert not shown.get("errors"), shown["errors"]
+    assert {"per-class AP (test)", "precision-recall (test, class mean)",
+            "ablations, average mAP per row"} <= set(shown["data"])
+    assert (project / "plots" / "evaluate" / "per_class_ap.png").is_file()
