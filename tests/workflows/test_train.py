@@ -27,7 +27,7 @@ def test_train_command_writes_model_and_metrics(tmp_path: Path) -> None:
     sets = [a for o in [*TINY, f"data.root={root}"] for a in ("-s", o)]
     out, metrics = tmp_path / "train", tmp_path / "metrics" / "train.json"
     assert main(["-q", "train", "-p", PARAMS, *sets, "--out", str(out),
-                 "--metrics", str(metrics)]) == 0
+                 "--metrics", str(metrics), "--no-track"]) == 0
     m = json.loads(metrics.read_text())
     assert m["epochs"] == 2 and m["loss/total"] > 0 and 0 <= m["average_mAP"] <= 1
     model, stored, classes = load_model_for_inference(out / "model.pt")
@@ -35,11 +35,12 @@ def test_train_command_writes_model_and_metrics(tmp_path: Path) -> None:
     # resuming a finished run trains nothing and keeps the result
     assert main(["-q", "train", "-p", PARAMS, *sets, "--out", str(out),
                  "--metrics", str(metrics), "--resume", str(out / "checkpoints" / "last.pt"),
-                 "--no-val"]) == 0
+                 "--no-val", "--no-track"]) == 0
     assert json.loads(metrics.read_text()) == m
 
 
 def test_train_command_reports_missing_features(tmp_path: Path) -> None:
     code = main(["-q", "train", "-p", PARAMS, "-s",
-                 f"data.root={tmp_path / 'nothing'}", "--out", str(tmp_path / "o")])
+                 f"data.root={tmp_path / 'nothing'}", "--out", str(tmp_path / "o"),
+                 "--no-track"])
     assert code == 2
