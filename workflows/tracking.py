@@ -143,17 +143,18 @@ def resolve_tracking_uri(cfg: Config) -> str:
     return uri
 
 
-def _artifact_location(cfg: Config, uri: str) -> str | None:
-    """Explicit artifact root for a new experiment (None = let a server choose)."""
+def _artifact_location(cfg: Config, uri: str, experiment: str) -> str | None:
+    """Explicit artifact folder ``<artifact_root>/<experiment>`` for a new experiment
+    (None = let a server choose)."""
     root = cfg.tracking.artifact_root
     if "://" in root:
-        return root
+        return f"{root.rstrip('/')}/{experiment}"
     if uri.startswith(("http://", "https://")):
         return None  # the server proxies artifacts (mlflow-artifacts:/)
     path = Path(root)
     if not path.is_absolute():
         path = project_root() / path
-    return path.resolve().as_uri()
+    return (path.resolve() / experiment).as_uri()
 
 
 _CHECKED: set[str] = set()
@@ -214,7 +215,7 @@ def get_or_create_experiment(cfg: Config, name: str | None = None) -> str:
             raise TrackingError(f"experiment {name!r} is deleted in {uri}; restore it "
                                 f"(mlflow experiments restore) or set tracking.experiment")
         return exp.experiment_id
-    loc = _artifact_location(cfg, uri)
+    loc = _artifact_location(cfg, uri, name)
     try:
         return client.create_experiment(name, artifact_location=loc)
     except MlflowException:  # another process created it between get and create
@@ -354,7 +355,7 @@ def start_run(cfg: Config, *, run_name: str | None = None, tags: Mapping[str, An
     all_tags.update({k: str(v) for k, v in (tags or {}).items()})
     if os.environ.get("DVC_EXP_NAME"):
         all_tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
-    if os.environ.get("DVC_STAGE"):
+    if os.environ.get("DVC_STAGE") and run_id is None:  # a re-opened run keeps its stage
         all_tags["dvc.stage"] = os.environ["DVC_STAGE"]
     if run_id is not None:
         try:

@@ -105,7 +105,7 @@ def test_run_records_params_provenance_and_epochs(tmp_path: Path, sqlite_overrid
     assert "loss/trip" not in r.data.metrics and "note" not in r.data.metrics
     # the experiment's artifacts live where the config says, absolute
     exp = client.get_experiment(r.info.experiment_id)
-    assert exp.artifact_location == (tmp_path / "artifacts").as_uri()
+    assert exp.artifact_location == (tmp_path / "artifacts" / cfg.tracking.experiment).as_uri()
 
 
 def test_log_evaluation_metrics_tables_and_artifacts(tmp_path: Path, tiny: SimpleNamespace,
