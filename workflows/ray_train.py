@@ -176,6 +176,7 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
         if log_epoch is not None and epoch not in skip:
             log_epoch(epoch, {k: v for k, v in metrics.items() if k not in ("epoch",
                                                                              "resumed_from")})
+        t2 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             ckpt_dir = None
             if rank == 0:
@@ -183,6 +184,7 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
                 engine.save_checkpoint(ckpt_dir / CHECKPOINT_FILE, state, cfg,
                                        extra={"classes": classes, "history": history})
             ctx.report(metrics, ckpt_dir, epoch)
+        history[-1]["time/report_s"] = time.perf_counter() - t2  # checkpoint + report (bench)
     return {"history": history, "final_epoch": epoch, "resumed_from": resumed_from}
 
 
