@@ -77,14 +77,15 @@ def per_worker_batch(cfg: Config, world_size: int) -> int:
     return cfg.train.batch_size // world_size
 
 
-def _mean_across_workers(metrics: dict[str, float], world_size: int) -> dict[str, float]:
+def _mean_across_workers(metrics: dict[str, float], world_size: int,
+                         device: torch.device) -> dict[str, float]:
     """Average per-worker epoch means over the workers (every rank gets the result)."""
     if world_size == 1 or not dist.is_initialized():
         return dict(metrics)
     keys = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
     t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
     if dist.get_backend() == "nccl":
-        t = t.cuda()
+        t = t.to(device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return {k: float(v) / world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
@@ -161,7 +162,9 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
         metrics = engine.train_one_epoch(state, loader, wcfg, device, ddp_model=ddp_model,
                                          amp=cfg.train.amp)
         metrics["time/epoch_s"] = time.perf_counter() - t0
-        metrics = _mean_across_workers(metrics, ws)
+        if device.type == "cuda":
+            metrics["gpu/max_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        metrics = _mean_across_workers(metrics, ws, device)
         state.epoch = epoch + 1
         last, every = state.epoch == cfg.train.epochs, cfg.train.eval_every
         if ctx.validate and (last or (every and state.epoch % every == 0)):
@@ -205,6 +208,8 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
     cfg = from_dict(config["cfg"], "<ray train config>")
     tctx = ray.train.get_context()
     device = ray.train.torch.get_device() if cfg.ray.use_gpu else torch.device("cpu")
+    if device.type == "cuda":  # nccl collectives (and broadcast_object_list) use this device
+        torch.cuda.set_device(device)
     ckpt = ray.train.get_checkpoint()
     opened = ckpt.as_directory() if ckpt is not None else contextlib.nullcontext(None)
     with opened as resume:
