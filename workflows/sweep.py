@@ -406,12 +406,7 @@ def _close_children(cfg: Config, parent_run_id: str, rows: list[dict[str, Any]])
 def _parent_run(cfg: Config, name: str, state_file: Path, resume: bool) -> Iterator[str]:
     from workflows import tracking
 
-    run_id = None
-    if resume:
-        if not state_file.is_file():
-            raise SweepError(f"{state_file} not found: is {state_file.parent} a sweep started by "
-                             "amnet sweep?")
-        run_id = json.loads(state_file.read_text())["parent_run_id"]
+    run_id = json.loads(state_file.read_text())["parent_run_id"] if resume else None
     tags = {"amnet.kind": "sweep", "ray.run_name": name}
     with tracking.start_run(cfg, run_name=name, tags=tags, run_id=run_id) as run:
         yield run.info.run_id
@@ -444,6 +439,9 @@ def run_sweep(cfg: Config, *, params_path: str | None = None, resume: str | None
         name = ray_utils.fresh_run_name(cfg.replace("ray.run_name="), "sweep")
         path = Path(storage) / name
     state_file = path / STATE_FILE
+    if resume and not state_file.is_file():
+        raise SweepError(f"cannot resume {resume!r}: {state_file} not found (expected the "
+                         f"folder of a sweep started by `amnet sweep` under {storage})")
     owned = ray_utils.init_ray(cfg, dashboard=pattern_b)
     try:
         if pattern_b:  # the trial only drives a TorchTrainer: it holds (almost) nothing

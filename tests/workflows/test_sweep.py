@@ -132,6 +132,18 @@ def test_optuna_study_rebuilt_from_trial_rows() -> None:
     assert study.best_trial.params == {"loss.lambda1": 1.0, "model.gam_depth": 2}
 
 
+def test_cli_resume_of_an_unknown_sweep_is_one_clear_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from workflows.cli import main
+
+    code = main(["sweep", "-p", str(REPO / "params" / "sweep.yaml"), "-s",
+                 f"ray.storage_path={tmp_path}", "--resume", "no-such-sweep"])
+    assert code == 2  # the CLI's AmnetError path: one line, no traceback, nothing started
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"cannot resume 'no-such-sweep': {tmp_path / 'no-such-sweep' / 'amnet_sweep.json'} "
+        f"not found (expected the folder of a sweep started by `amnet sweep` under {tmp_path})"]
+
+
 # --------------------------------------------------------------------------- Ray
 
 class InterruptOnce:
