@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,6 @@ class LoopContext:
     resume_dir: Path | None = None
     mlflow_run_id: str | None = None
     validate: bool = True
-    extra_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def per_worker_batch(cfg: Config, world_size: int) -> int:
@@ -174,7 +173,7 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
                 val, _, _ = engine.evaluate(state.eval_model, val_ds, cfg, device)
             metrics.update(_broadcast(val, ws) or {})
             metrics["time/eval_s"] = time.perf_counter() - t1
-        metrics.update(epoch=epoch, resumed_from=resumed_from, **ctx.extra_metrics)
+        metrics.update(epoch=epoch, resumed_from=resumed_from)
         history.append(dict(metrics))
         if log_epoch is not None and epoch not in skip:
             log_epoch(epoch, {k: v for k, v in metrics.items() if k not in ("epoch",
@@ -325,8 +324,8 @@ def run_ray_training(cfg: Config, *, mlflow_run_id: str | None = None, validate:
         except ray.train.TrainingFailedError as e:
             raise RayTrainError(
                 f"Ray Train run {name!r} failed after ray.max_failures={cfg.ray.max_failures} "
-                f"restart(s): {_first_line(e)}. Resume it from its last checkpoint with "
-                f"-s ray.run_name={name}") from e
+                f"restart(s): {ray_utils.error_summary(e)}. Resume it from its last checkpoint "
+                f"with -s ray.run_name={name}") from e
     finally:
         if owned:
             ray.shutdown()
@@ -343,8 +342,3 @@ def run_ray_training(cfg: Config, *, mlflow_run_id: str | None = None, validate:
                           metrics=dict(result.metrics or {}),
                           history=list(out.get("history", [])),
                           resumed_from=int(out.get("resumed_from", -1)))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

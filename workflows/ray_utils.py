@@ -217,6 +217,16 @@ def storage_path(cfg: Config) -> str:
     return str(Path(path).expanduser().resolve())
 
 
+def error_summary(e: BaseException, limit: int = 500) -> str:
+    """The line that names the root error in Ray's wrapped exceptions (their last ``...Error``
+    line; Ray prepends actor and traceback text), else the last line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln:
+            return ln[:limit]
+    return (lines[-1] if lines else type(e).__name__)[:limit]
+
+
 def _fmt(res: dict[str, Any]) -> str:
     keep = {k: v for k, v in res.items() if k in ("CPU", "GPU", "memory") or k.startswith("TPU")}
     return ", ".join(f"{k}={v:g}" if k != "memory" else f"memory={v / 2**30:.1f}GiB"

@@ -163,8 +163,8 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], parent_run_id: st
     """One Tune trial: build the trial config, open its MLflow child run, train, report.
 
     A config the sampled values make invalid raises here (the trial is recorded as failed, in
-    Tune and as a FAILED child run); ASHA's stop ends the child run as FINISHED with the tag
-    ``amnet.early_stopped=true``.
+    Tune and as a FAILED child run). When Tune stops the trial (ASHA, or its last epoch) the
+    run ends as FINISHED; the driver then tags every child with its trial's final status.
     """
     import mlflow
     from ray import tune
@@ -291,17 +291,9 @@ def _trial_rows(results: Any, dims: Sequence[Dim], epochs: int,
         row.update({d.key: (r.config or {}).get(d.key) for d in dims})
         row.update({METRIC: float(m.get(METRIC, math.nan)), f"best_{METRIC}": best,
                     "loss/total": float(m.get("loss/total", math.nan)),
-                    "error": _first_line(r.error) if r.error is not None else ""})
+                    "error": ray_utils.error_summary(r.error) if r.error is not None else ""})
         rows.append(row)
     return rows
-
-
-def _first_line(e: BaseException) -> str:
-    text = [ln for ln in str(e).splitlines() if ln.strip()]
-    for ln in reversed(text):  # Ray wraps the trial's exception; its last line names it
-        if "Error" in ln:
-            return ln.strip()[:500]
-    return (text[-1] if text else type(e).__name__)[:500]
 
 
 def optuna_study(rows: list[dict[str, Any]], dims: Sequence[Dim]) -> Any:
