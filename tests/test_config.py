@@ -136,3 +136,10 @@ def test_bad_override_names_key_and_file(tmp_path: Path, item: str, expect: str)
     p = write(tmp_path / "p.yaml", {"train": {"epochs": 5}})
     with pytest.raises(ConfigError, match=rf"{p}.*{expect}"):
         load_config(p, [item])
+
+
+def test_exponent_without_dot_is_a_float() -> None:
+    # YAML 1.1 reads "1e-3" as a string; an override must still mean the number.
+    from amnet.config import load_config as _load
+
+    assert _load(None, ["train.lr=1e-3"]).train.lr == 1e-3
