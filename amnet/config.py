@@ -22,7 +22,8 @@ __all__ = ["Config", "ConfigError", "from_dict", "load_config"]
 
 
 def _f(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
-       le: float | None = None, lt: float | None = None, factory: Any = None, help: str = "") -> Any:
+       le: float | None = None, lt: float | None = None, factory: Any = None,
+       help: str = "") -> Any:
     """A dataclass field carrying its valid range (checked by :func:`validate`)."""
     meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help}
     if factory is not None:
@@ -42,7 +43,8 @@ class SyntheticConfig:
     duration_scale: float = _f(0.25, gt=0, le=1.0,
                                help="scale on THUMOS14 video durations to keep CPU runs short")
     blur: float = _f(1.5, ge=0, help="temporal blur (snippets, gaussian sigma) between neighbours")
-    background_similarity: float = _f(0.35, ge=0, le=1, help="how much background resembles the video's class")
+    background_similarity: float = _f(0.35, ge=0, le=1,
+                                      help="how much background resembles the video's class")
     confusion: float = _f(0.45, ge=0, le=1, help="weight shared between confusable class pairs")
     noise: float = _f(0.6, ge=0, help="per-channel noise (pre-activation units)")
     signal: float = _f(0.4, gt=0, help="strength of the action-class signal against the noise")
@@ -57,7 +59,8 @@ class DataConfig:
     source: Literal["synthetic", "release"] = "synthetic"
     release_dir: str = _f("", help="folder of <video_id>.npy when source=release")
     release_annotations: str = _f("", help="ActivityNet-style JSON when source=release")
-    root: str = _f("data/features", help="prepared feature set: <video>.npy + annotations.json + manifest.json")
+    root: str = _f("data/features",
+                   help="prepared feature set: <video>.npy + annotations.json + manifest.json")
     feature_dim: int = _f(256, ge=1)
     num_classes: int = _f(20, ge=1)
     stride: int = _f(4, ge=1, help="frames between consecutive snippets")
@@ -66,7 +69,8 @@ class DataConfig:
     train_subset: str = "Validation"
     test_subset: str = "Test"
     max_seq_len: int = _f(768, ge=8, help="training crop length in snippets")
-    trunc_thresh: float = _f(0.5, ge=0, le=1, help="keep a cropped action if this share of it survives")
+    trunc_thresh: float = _f(0.5, ge=0, le=1,
+                             help="keep a cropped action if this share of it survives")
     crop_ratio_min: float = _f(0.9, gt=0, le=1)
     segment_policy: Literal["clip", "reject"] = _f("clip", help="segments outside [0, duration]")
     synthetic: SyntheticConfig = _f(factory=SyntheticConfig)
@@ -328,7 +332,8 @@ def _apply_override(data: dict[str, Any], item: str, source: str) -> None:
         node[parts[-1]] = text
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(path: str | Path | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build the config from a params file (``None`` = built-in defaults) and overrides."""
     data = Config().to_dict()
     source = "<defaults>"
@@ -419,7 +424,8 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
     bad = ConfigError(f"{source}: {key!r} expects {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{source}: {key!r} must be one of {list(typing.get_args(tp))}, got {value!r}")
+            raise ConfigError(f"{source}: {key!r} must be one of "
+                              f"{list(typing.get_args(tp))}, got {value!r}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
@@ -500,7 +506,8 @@ def schema_help() -> str:
             if dataclasses.is_dataclass(tp):
                 walk(tp, prefix + f.name + ".")
             else:
-                lines.append(f"{prefix}{f.name}: {_type_name(tp)}  {f.metadata.get('help', '')}".rstrip())
+                help_ = f.metadata.get("help", "")
+                lines.append(f"{prefix}{f.name}: {_type_name(tp)}  {help_}".rstrip())
 
     walk(Config, "")
     return "\n".join(lines)
