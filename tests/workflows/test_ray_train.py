@@ -175,7 +175,7 @@ def test_two_workers_match_one_worker_through_crash_resume_and_restart(
 
     1 worker, ray.max_failures=0: its worker is SIGKILLed after the first checkpoint, so the
     run fails with a resume hint; rerun by name (ray.run_name) it continues from its last
-    checkpoint. 2 workers (through `amnet train`'s Ray branch), ray.max_failures=1: one worker
+    checkpoint. 2 workers (through `amnet train`'s Ray branch), ray.max_failures=2: one worker
     is SIGKILLed after the first checkpoint, the group restarts from its last checkpoint and
     the run completes; rank 0's MLflow history holds each epoch once. Tolerance: the same
     float ops in another summation order (DDP's gradient average, the all-reduced positive
@@ -198,7 +198,10 @@ def test_two_workers_match_one_worker_through_crash_resume_and_restart(
 
     track = [f"tracking.tracking_uri={mlflow_sqlite_uri}",
              f"tracking.artifact_root={tmp_path / 'artifacts'}", "tracking.experiment=ray_train"]
-    two_cfg = base_cfg.replace("ray.num_workers=2", "ray.max_failures=1",
+    # max_failures=2: our kill, plus one spare for a spurious restart seen once under heavy
+    # load (Ray's PlacementGroupCleaner removing a live run's group); the run must still
+    # restart from a checkpoint and finish, which is what is asserted.
+    two_cfg = base_cfg.replace("ray.num_workers=2", "ray.max_failures=2",
                                "ray.run_name=two-workers", *track)
     metrics_json = tmp_path / "metrics" / "train.json"
     with tracking.start_run(two_cfg, run_name="ray-train-test") as run:
