@@ -85,8 +85,9 @@ def local_cpus(cfg: Config) -> int:
 def init_ray(cfg: Config, *, dashboard: bool = False) -> bool:
     """Connect to ``ray.address`` / ``RAY_ADDRESS`` or start a local cluster of ``local_cpus``.
 
-    Returns True when this call started Ray (the caller then owns ``ray.shutdown()``). An already
-    initialised Ray (a test fixture, a Tune trial) is reused as is. ``dashboard=True`` is needed
+    Returns True when this call started or connected Ray (the caller then owns
+    ``ray.shutdown()``, which for a remote cluster only disconnects). An already initialised
+    Ray (a test fixture, a Tune trial) is reused as is. ``dashboard=True`` is needed
     for Train-inside-Tune: its State API lets Ray remove the placement groups of trials that ASHA
     stops (stack.md §2, Pattern B); without it they leak and the sweep deadlocks.
     """

@@ -116,6 +116,24 @@ def test_cluster_files_are_valid_and_match_the_cluster_preset() -> None:
     assert any("/mnt/cluster_storage" in o for o in aws["docker"]["run_options"])
 
 
+def test_ray_address_connects_to_the_running_cluster(base_cfg: Config, ray_cluster: None) -> None:
+    """RAY_ADDRESS (here: this module's cluster) is joined; no second cluster is started."""
+    import subprocess
+    import sys
+
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    code = ("import ray; from amnet.config import load_config; from workflows import ray_utils; "
+            "cfg = load_config(None); started = ray_utils.init_ray(cfg); "
+            "print(started, ray.get_runtime_context().gcs_address, "
+            "int(ray.cluster_resources()['CPU']))")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "RAY_ADDRESS": address},
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", address, "2"]
+
+
 def _registered_epoch(run_dir: Path) -> int | None:
     snap = run_dir / "checkpoint_manager_snapshot.json"
     try:
