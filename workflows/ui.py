@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -52,13 +51,6 @@ def run(args: argparse.Namespace) -> int:
     check_tracking_server(uri)  # creates .mlflow/ if needed
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        return 0
+    # become the UI process: Ctrl-C / SIGTERM reach mlflow directly, nothing is left orphaned
+    os.execve(cmd[0], cmd, env)
+    return 0  # not reached

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -194,3 +195,37 @@ def test_train_command_fails_fast_on_unreachable_server(tmp_path: Path, unused_p
     assert "unreachable" in proc.stderr and uri in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()  # nothing trained, nothing written
+
+
+@pytest.mark.slow
+def test_amnet_ui_serves_the_project_store(tmp_path: Path, unused_port: int,
+                                           sqlite_overrides: list[str]) -> None:
+    """`amnet ui` becomes an `mlflow ui` on the configured store and stops on SIGTERM."""
+    cfg = load_config(None, sqlite_overrides)
+    with tracking.start_run(cfg, run_name="visible"):
+        pass
+    argv = [sys.executable, "-m", "workflows.cli", "ui", "-p", str(REPO / "params/default.yaml"),
+            "--port", str(unused_port)]
+    for o in sqlite_overrides:
+        argv += ["-s", o]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    url = f"http://127.0.0.1:{unused_port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                req = urllib.request.Request(
+                    f"{url}/api/2.0/mlflow/experiments/get-by-name?"
+                    f"experiment_name={cfg.tracking.experiment}")
+                with urllib.request.urlopen(req, timeout=2) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "amnet ui did not answer in 90 s"
+                time.sleep(0.5)
+        assert body["experiment"]["name"] == cfg.tracking.experiment
+    finally:
+        proc.terminate()  # the exec'd mlflow process itself: nothing is left behind
+        proc.wait(timeout=30)
