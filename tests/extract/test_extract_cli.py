@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +69,6 @@ def test_module_entry_point_reports_a_missing_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git for a DVC repo")
 def test_dvc_stage_extracts_only_the_added_video(make_video, tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
