@@ -37,13 +37,13 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from amnet.config import Config, from_dict
 from amnet.errors import AmnetError, ConfigError, DataError, ModelLoadError
 from amnet.losses import DetectionLosses, detection_losses
 from amnet.model.amnet import AMNet
 from amnet.model.assign import assign_targets, inside_segments
+from amnet.progress import progress
 
 if TYPE_CHECKING:
     from amnet.evaluation.map import MAPResult
@@ -360,8 +360,8 @@ def train_one_epoch(state: TrainState, loader: DataLoader, cfg: Config, device: 
     lc = cfg.loss
     sums = dict.fromkeys(LOSS_KEYS, 0.0)
     n = 0
-    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", unit="batch",
-               disable=None, leave=False)
+    bar = progress(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", unit="batch",
+                   leave=False)
     for batch in bar:
         feats, mask, segments, labels = _to(batch, device)
         trip = mask_phase(state, net, feats, mask, segments, cfg, device, amp)
@@ -411,7 +411,7 @@ def predict(model: nn.Module, dataset: Any, cfg: Config, device: torch.device | 
     loader = make_loader(dataset, cfg, training=False)
     classes = list(dataset.classes)
     dets: list[Any] = []
-    for batch in tqdm(loader, desc="inference", unit="batch", disable=None, leave=False):
+    for batch in progress(loader, desc="inference", unit="batch", leave=False):
         out = model(batch["feats"].to(device), batch["mask"].to(device))
         dets.extend(postprocess(out, batch["meta"], cfg.infer, class_names=classes))
     model.train(was_training)

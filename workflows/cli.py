@@ -8,11 +8,11 @@ Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import logging
-import os
 import sys
+
+from amnet.progress import set_quiet
 
 # name → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -67,28 +67,6 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def disable_progress_bars() -> None:
-    """No tqdm bars in this process (``--quiet`` or ``$CI`` set).
-
-    Every bar in the project is created with ``disable=None`` (off when stderr is not a
-    terminal); tqdm has no global switch that beats an explicit ``disable=``, so the CLI
-    forces it here, once, for the process it runs in.
-    """
-    from tqdm import std
-
-    init = std.tqdm.__init__
-    if getattr(init, "_amnet_quiet", False):
-        return
-
-    @functools.wraps(init)
-    def quiet_init(self: std.tqdm, *args: object, **kwargs: object) -> None:
-        kwargs["disable"] = True
-        init(self, *args, **kwargs)
-
-    quiet_init._amnet_quiet = True  # type: ignore[attr-defined]
-    std.tqdm.__init__ = quiet_init  # type: ignore[method-assign]
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if a in COMMANDS), None)
@@ -97,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if args.quiet or os.environ.get("CI"):
-        disable_progress_bars()
+    if args.quiet:
+        set_quiet()  # CI is handled by amnet.progress itself
     if args.command is None:
         parser.print_help()
         return 0

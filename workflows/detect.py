@@ -35,7 +35,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ import numpy as np
 from amnet.config import Config, load_config
 from amnet.data.timing import snippet_to_seconds
 from amnet.errors import ConfigError, DataError, ModelLoadError
+from amnet.progress import progress
 from workflows.cli import add_config_arguments
 
 log = logging.getLogger(__name__)
@@ -340,22 +340,15 @@ def _load_registered(uri: str, tracking_cfg: Config) -> tuple[Any, Config, list[
 
 # --------------------------------------------------------------------------- detection
 
-def progress_disabled(quiet: bool = False) -> bool | None:
-    """tqdm's ``disable``: off with --quiet or in CI (``$CI``), else only on a terminal."""
-    return True if quiet or os.environ.get("CI") else None
-
-
 def detect(model: Any, cfg: Config, class_names: list[str], inputs: list[tuple[str, Path]],
            sidecar: Sidecar, *, flags: dict[str, Any] | None = None, device: Any = "cpu",
-           threshold: float = 0.0, disable_progress: bool | None = None
-           ) -> tuple[dict[str, Any], dict[str, VideoTiming]]:
+           threshold: float = 0.0) -> tuple[dict[str, Any], dict[str, VideoTiming]]:
     """Detections of every input video → (results JSON, timing used per video).
 
     Every file is checked from its header first (dimension = the model's ``in_dim``), then
     read and validated (:func:`amnet.data.features.load_feature_file`) one at a time.
     """
     import torch
-    from tqdm import tqdm
 
     from amnet.data.dataset import collate
     from amnet.data.features import load_feature_file
@@ -375,7 +368,7 @@ def detect(model: Any, cfg: Config, class_names: list[str], inputs: list[tuple[s
     dets = []
     model.eval()
     with torch.no_grad():
-        for vid, path in tqdm(inputs, desc="detect", unit="video", disable=disable_progress):
+        for vid, path in progress(inputs, desc="detect", unit="video"):
             feats, _ = load_feature_file(path, vid, feature_dim=in_dim)
             item = {"video_id": vid, "feats": torch.from_numpy(np.ascontiguousarray(feats.T)),
                     "segments": torch.zeros(0, 2), "labels": torch.zeros(0, dtype=torch.long)}
@@ -429,8 +422,7 @@ def run(args: argparse.Namespace) -> int:
              len(class_names), getattr(model, "in_dim", cfg.data.feature_dim), device,
              len(inputs), args.features)
     results, timings = detect(model, cfg, class_names, inputs, sidecar, flags=flags,
-                              device=device, threshold=args.threshold,
-                              disable_progress=progress_disabled(getattr(args, "quiet", False)))
+                              device=device, threshold=args.threshold)
     text = json.dumps(results, indent=1) + "\n"
     if args.json_out == "-":
         sys.stdout.write(text)

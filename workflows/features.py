@@ -110,9 +110,9 @@ def _import_release(cfg: Config, out: Path) -> None:
     out.mkdir(parents=True)
     entries: dict[str, dict[str, Any]] = {}
     modes = {"hardlink": 0, "copy": 0}
-    from tqdm import tqdm
+    from amnet.progress import progress
 
-    for vid in tqdm(sorted(ann.videos), desc="import features", unit="video", disable=None):
+    for vid in progress(sorted(ann.videos), desc="import features", unit="video"):
         path = feature_path(src, vid)
         entries[vid] = describe_features(path, vid, d.feature_dim)  # validates the file
         try:

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from amnet.config import DataConfig
 from amnet.data.annotations import AnnotationSet, VideoAnnotation, load_annotations
@@ -28,6 +27,7 @@ from amnet.data.features import feature_path, load_feature_file, read_header
 from amnet.data.manifest import ANNOTATIONS_FILE, MANIFEST_FILE, check_video, read_manifest
 from amnet.data.timing import expected_num_snippets, seconds_to_snippet
 from amnet.errors import DataError
+from amnet.progress import progress
 
 __all__ = ["TALDataset", "collate", "crop_window"]
 
@@ -110,8 +110,8 @@ class TALDataset(Dataset):
             cache = total <= CACHE_LIMIT_BYTES
         self._cache = cache
         off: list[str] = []
-        for v in tqdm(videos, desc=f"check {self.subset_name} features", unit="video",
-                      disable=None, leave=False):
+        for v in progress(videos, desc=f"check {self.subset_name} features", unit="video",
+                          leave=False):
             path = feature_path(self.root, v.video_id)
             arr, sha = load_feature_file(path, v.video_id, feature_dim=self.cfg.feature_dim,
                                          with_sha256=self.manifest is not None)

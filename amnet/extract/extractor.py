@@ -41,6 +41,7 @@ from amnet.extract.video import (
     iter_windows,
     probe_video,
 )
+from amnet.progress import progress
 
 __all__ = ["MANIFEST", "EncoderInfo", "ExtractionReport", "VideoFeatures", "build_encoder",
            "extract_video", "list_videos", "read_manifest", "resolve_device", "run_extraction",
@@ -385,7 +386,7 @@ def run_extraction(cfg: ExtractConfig, *, force: bool = False,
     _write_manifest(out_dir, manifest)
 
     failure: str | None = None
-    with tqdm(total=len(todo), desc="extract", unit="video", disable=None) as overall:
+    with progress(total=len(todo), desc="extract", unit="video") as overall:
         for vid, path in todo:
             try:
                 entry = _extract_one(vid, path, model, cfg, device, key, out_dir)
@@ -417,8 +418,7 @@ def _extract_one(vid: str, path: Path, model: I3D, cfg: ExtractConfig, device: t
     info = probe_video(path)
     expected = count_snippets(count_output_frames(info.duration, cfg.fps), cfg.window,
                               cfg.stride)
-    with tqdm(total=expected or None, desc=vid, unit="snippet", leave=False,
-              disable=None) as bar:
+    with progress(total=expected or None, desc=vid, unit="snippet", leave=False) as bar:
         res = extract_video(path, model, fps=cfg.fps, stride=cfg.stride, window=cfg.window,
                             resize=cfg.resize, crop=cfg.crop, batch_size=cfg.batch_size,
                             device=device, progress=bar)
