@@ -186,3 +186,19 @@ def test_noop_repro_and_plots(pipeline: dict) -> None:
     assert {"per-class AP (test)", "precision-recall (test, class mean)",
             "ablations, average mAP per row"} <= set(shown["data"])
     assert (project / "plots" / "evaluate" / "per_class_ap.png").is_file()
+
+
+@pytest.mark.slow
+def test_exp_run_set_param_override(pipeline: dict) -> None:
+    """`dvc exp run -S params/<file>.yaml:++key=value` (add or override; `loss` is not in the
+    tiny file) reruns the train stage with the override,
+    and the MLflow run it logs carries the new value. Runs last: it changes the workspace."""
+    project = pipeline["project"]
+    proc = dvc(project, "exp", "run", "-S", "params/default.yaml:++loss.lambda1=2", "train")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    train_params = lock["stages"]["train"]["params"]["params/default.yaml"]
+    assert train_params["loss"]["lambda1"] == 2
+    run_id = json.loads((project / "outputs" / "train" / "mlflow_run.json").read_text())["run_id"]
+    run = _mlflow(project).get_run(run_id)
+    assert float(run.data.params["loss.lambda1"]) == 2.0
