@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from amnet.config import Config, load_config
+from amnet.data.manifest import read_json_object
 from amnet.data.timing import snippet_to_seconds
 from amnet.errors import ConfigError, DataError, ModelLoadError
 from amnet.progress import progress
@@ -129,18 +130,6 @@ def list_inputs(path: str | Path) -> tuple[list[tuple[str, Path]], Path]:
     return [(path.stem, path)], path.parent
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: unreadable JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _number(value: Any, where: str, field: str, kind: type) -> float | int | None:
     """A timing field: absent → None, else a finite positive number (whole for frames)."""
     if value is None:
@@ -172,7 +161,7 @@ def read_sidecar(folder: Path) -> Sidecar:
     man_path, ann_path = folder / MANIFEST_FILE, folder / ANNOTATIONS_FILE
     keys = {"fps": float, "stride": int, "window": int, "duration": float}
     manifest = defaults = None
-    m = _read_json(man_path)
+    m = read_json_object(man_path)
     if m is not None:
         videos = m.get("videos")
         if not isinstance(videos, dict):
@@ -191,7 +180,7 @@ def read_sidecar(folder: Path) -> Sidecar:
             manifest[vid] = {k: _number(e.get(k), f"{man_path}: video {vid!r}", k, kind)
                              for k, kind in keys.items()}
     annotations = None
-    a = _read_json(ann_path)
+    a = read_json_object(ann_path)
     if a is not None:
         db = a.get("database", a)
         if not isinstance(db, dict):

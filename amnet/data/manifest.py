@@ -86,17 +86,25 @@ def write_manifest(root: str | Path, *, stride: int, window: int,
     return manifest
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or ``None`` when there is no such file (sidecar files)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_manifest(root: str | Path) -> dict[str, Any] | None:
     """The manifest of ``root`` (checked for its fields), or ``None`` when there is none."""
     path = Path(root) / MANIFEST_FILE
-    if not path.exists():
+    m = read_json_object(path)
+    if m is None:
         return None
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: unreadable manifest: {e}") from None
-    if not isinstance(m, dict):
-        raise DataError(f"{path}: expected a JSON object")
     for key in _REQUIRED:
         if key not in m:
             raise DataError(f"{path}: missing field {key!r}")
