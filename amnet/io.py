@@ -1,0 +1,163 @@
+"""File helpers used everywhere: JSON read/write, sha256, atomic writes, contained paths.
+
+One place for these so that every stage reads JSON with the same errors (the file is named),
+refuses duplicate keys, writes deterministically (sorted keys, trailing newline) and never
+leaves a half-written file behind (temp file in the same folder + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from amnet.errors import DataError
+
+__all__ = [
+    "MAX_JSON_BYTES",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "dump_json",
+    "json_text",
+    "parse_json",
+    "read_json",
+    "read_json_object",
+    "safe_child",
+    "sha256_file",
+    "write_json",
+]
+
+# A results file of a few million detections is ~0.5 GB; anything larger is a mistake.
+MAX_JSON_BYTES = 2 << 30
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (streamed)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def parse_json(text: str | bytes, source: str | Path, *, allow_duplicates: bool = False) -> Any:
+    """Parse JSON ``text``; a syntax error or a duplicate key is a :class:`DataError` naming
+    ``source`` (the stdlib silently keeps the last of two equal keys)."""
+    try:
+        if allow_duplicates:
+            return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as e:
+        raise DataError(f"{source}: duplicate key {e.key!r} in a JSON object") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{source}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise DataError(f"{source}: JSON nested too deeply") from None
+
+
+def read_json(path: str | Path, *, allow_duplicates: bool = False) -> Any:
+    """The JSON value stored in ``path`` (errors name the file; see :func:`parse_json`)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise DataError(f"{path}: {size} bytes is too large for a JSON file "
+                            f"(limit {MAX_JSON_BYTES})")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a JSON file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    return parse_json(data, path, allow_duplicates=allow_duplicates)
+
+
+def read_json_object(path: str | Path, *, missing_ok: bool = True) -> dict[str, Any] | None:
+    """A JSON object from ``path``; ``None`` when the file is absent and ``missing_ok``
+    (sidecar files such as ``manifest.json``)."""
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """Deterministic JSON: sorted keys, fixed indent, trailing newline."""
+    return json.dumps(obj, indent=indent, sort_keys=True) + "\n"
+
+
+@contextmanager
+def _temp_beside(path: Path) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` all-or-nothing (temp file in the same folder, then rename)."""
+    path = Path(path)
+    with _temp_beside(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """UTF-8 text to ``path``, all-or-nothing."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    """Deterministic JSON (:func:`json_text`) to ``path``, atomically; creates parent folders."""
+    return atomic_write_text(path, json_text(obj, indent))
+
+
+def dump_json(obj: Any, path: str | Path) -> Path:
+    """Same as :func:`write_json` with the manifest's compact indent (1)."""
+    return write_json(path, obj, indent=1)
+
+
+def safe_child(root: str | Path, name: str, *, what: str, source: str | Path) -> Path:
+    """``root / name`` for a ``name`` that comes from data (a video id, a manifest entry).
+
+    Refuses names that could leave ``root``: empty, absolute, containing a path separator,
+    ``..``, a NUL or a control character. The error names ``source`` (the file the name came
+    from) and ``what`` (e.g. ``"video id"``).
+    """
+    bad = (not isinstance(name, str) or not name or name in (".", "..")
+           or "/" in name or "\\" in name or "\x00" in name
+           or any(ord(c) < 32 for c in name) or os.path.isabs(name))
+    if bad:
+        raise DataError(f"{source}: {what} {name!r} is not a plain file name (no path "
+                        "separators, '..', leading '/', or control characters)")
+    root_r = Path(root).resolve()
+    child = (root_r / name).resolve()
+    if child.parent != root_r:
+        raise DataError(f"{source}: {what} {name!r} resolves outside {root}")
+    return Path(root) / name
