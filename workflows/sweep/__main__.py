@@ -1,0 +1,7 @@
+"""``python -m workflows.sweep -p params/sweep.yaml`` (the DVC ``sweep`` stage)."""
+
+import sys
+
+from workflows.sweep import main
+
+sys.exit(main())
