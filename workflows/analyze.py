@@ -12,13 +12,13 @@ the params file's ``eval.subset`` / ``eval.tiou``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from amnet.config import load_config
 from amnet.errors import AmnetError, ConfigError, DataError, PredictionError
+from amnet.io import read_json
 from workflows.cli import add_config_arguments
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,9 @@ def _load_json(path: str | Path, what: str, error: type[AmnetError]) -> Any:
     if not path.is_file():
         raise error(f"{what} file not found: {path}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise error(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
-                    ) from None
+        return read_json(path)
+    except DataError as e:  # the caller's error kind, amnet.io's message (names the file)
+        raise error(str(e)) from None
     except UnicodeDecodeError as e:
         raise error(f"{path}: not a UTF-8 text file ({e.reason})") from None
 
@@ -124,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     paths = write_all_plots(gt, runs[main], args.out, subset=subset, tiou=tiou,
                             compare={n: runs[n] for n in others}, name=main, video=args.video,
                             analysis_tiou=args.analysis_tiou, top_k=args.top_k)
-    print(format_analysis(json.loads(paths["fp_analysis_json"].read_text())))
+    print(format_analysis(read_json(paths["fp_analysis_json"])))
     print(f"\nwrote {len(paths)} files to {args.out}:")
     for key, p in paths.items():
         print(f"  {key:<24} {p}")

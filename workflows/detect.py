@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from amnet.config import Config, load_config
-from amnet.data.manifest import read_json_object
+from amnet.data.feature_set import FEATURE_SUFFIX, MANIFEST_FILE, FeatureSet
 from amnet.data.timing import snippet_to_seconds
 from amnet.errors import ConfigError, DataError, ModelLoadError
 from amnet.progress import progress
@@ -51,8 +51,6 @@ from workflows.cli import add_config_arguments
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
-ANNOTATIONS_FILE = "annotations.json"
 DEFAULT_PARAMS = "params/default.yaml"
 
 
@@ -117,15 +115,14 @@ def list_inputs(path: str | Path) -> tuple[list[tuple[str, Path]], Path]:
     """``[(video_id, file)]`` sorted by id, and the folder whose sidecar files apply."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and p.suffix == ".npy" and not p.name.startswith("."))
+        files = FeatureSet(path).feature_files()
         if not files:
             raise DataError(f"{path}: empty folder: no <video_id>.npy feature files in it")
         return [(p.stem, p) for p in files], path
     if not path.exists():
         raise DataError(f"features not found: {path} (expected a <video_id>.npy file or a "
                         "folder of them)")
-    if path.suffix != ".npy":
+    if path.suffix != FEATURE_SUFFIX:
         raise DataError(f"{path}: not a .npy feature file (expected <video_id>.npy, T x C)")
     return [(path.stem, path)], path.parent
 
@@ -158,10 +155,11 @@ class Sidecar:
 def read_sidecar(folder: Path) -> Sidecar:
     """Parse ``manifest.json`` (both the ``amnet-features/1`` and ``amnet-extract/1`` layouts)
     and ``annotations.json`` beside the features, keeping only the timing fields."""
-    man_path, ann_path = folder / MANIFEST_FILE, folder / ANNOTATIONS_FILE
+    fs = FeatureSet(folder)
+    man_path, ann_path = fs.manifest_path, fs.annotations_path
     keys = {"fps": float, "stride": int, "window": int, "duration": float}
     manifest = defaults = None
-    m = read_json_object(man_path)
+    m = fs.raw_manifest()
     if m is not None:
         videos = m.get("videos")
         if not isinstance(videos, dict):
@@ -180,11 +178,8 @@ def read_sidecar(folder: Path) -> Sidecar:
             manifest[vid] = {k: _number(e.get(k), f"{man_path}: video {vid!r}", k, kind)
                              for k, kind in keys.items()}
     annotations = None
-    a = read_json_object(ann_path)
-    if a is not None:
-        db = a.get("database", a)
-        if not isinstance(db, dict):
-            raise DataError(f"{ann_path}: field 'database' must be an object video_id -> entry")
+    db = fs.raw_annotations()
+    if db is not None:
         annotations = {}
         for vid, e in db.items():
             if isinstance(e, dict):

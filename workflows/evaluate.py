@@ -17,13 +17,13 @@ fingerprint that promotion compares (``workflows.register``).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from amnet.config import Config, load_config
+from amnet.io import write_json  # (workflows.ablations imports it from here too)
 from workflows.cli import add_config_arguments
 
 if TYPE_CHECKING:
@@ -32,13 +32,6 @@ if TYPE_CHECKING:
     from amnet.evaluation.map import MAPResult
 
 log = logging.getLogger(__name__)
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    return path
 
 
 def score_model(cfg: Config, model: torch.nn.Module, classes: list[str], *,
@@ -114,9 +107,7 @@ def run(args: argparse.Namespace) -> int:
         from workflows import tracking
 
         tracking.configure(cfg)  # an unreachable server fails here, before inference
-        run_file = Path(args.run_file)
-        if run_file.is_file():
-            run_id = json.loads(run_file.read_text()).get("run_id")
+        run_id = tracking.read_run_id(args.run_file)
     model, _, classes = load_model_for_inference(args.checkpoint)
     result, plots = score_model(cfg, model, classes, metrics_path=args.metrics,
                                 predictions_path=args.predictions, plots_dir=args.plots,

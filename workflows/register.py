@@ -24,10 +24,10 @@ import contextlib
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from amnet.config import Config, load_config
+from amnet.io import atomic_write_text
 from workflows.cli import add_config_arguments
 
 log = logging.getLogger(__name__)
@@ -137,23 +137,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workflows.tracking import TrackingError
+    from workflows.tracking import read_run_id
 
     cfg = load_config(args.params, args.overrides)
-    run_id = args.run_id
-    if not run_id:
-        path = Path(args.run_file)
-        if not path.is_file():
-            raise TrackingError(f"{path}: no run file; train first (`amnet train`) or give "
-                                f"--run-id")
-        run_id = json.loads(path.read_text()).get("run_id")
-        if not run_id:
-            raise TrackingError(f"{path}: no 'run_id' field")
+    run_id = args.run_id or read_run_id(args.run_file, required=True, hint=" or give --run-id")
     result = promote(cfg, run_id, metric=args.metric, force=args.force)
     text = json.dumps(result, indent=2)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     print(text)
     return 0
 

@@ -20,8 +20,6 @@ A row without a metrics file is shown as "–" (e.g. a reduced rows file in a qu
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import math
 import sys
@@ -30,6 +28,8 @@ from typing import Any
 
 from amnet.config import load_config
 from amnet.errors import DataError
+from amnet.evaluation.plots import _write_csv
+from amnet.io import read_json
 from workflows.ablations import DEFAULT_ROWS, Row, load_rows
 from workflows.cli import add_config_arguments
 
@@ -45,10 +45,7 @@ def read_metrics(path: Path) -> dict[str, Any] | None:
     ``{"mAP": {tiou: v}, "average_mAP": v}``, or None when the file does not exist."""
     if not path.is_file():
         return None
-    try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from None
+    m = read_json(path)
     if not isinstance(m, dict) or "average_mAP" not in m:
         raise DataError(f"{path}: expected {{'mAP_<tIoU>': value, ..., 'average_mAP': value}}")
     maps = {float(k[len("mAP_"):]): float(v) for k, v in m.items() if k.startswith("mAP_")}
@@ -146,12 +143,6 @@ def table4(entries: list[dict[str, Any]], tious: list[float]) -> tuple[str, list
     return "\n".join(md), csv_rows
 
 
-def _write_csv(path: Path, rows: list[list[str]]) -> Path:
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    return path
-
-
 def _map_plot(tables: dict[str, list[dict[str, Any]]], tious: list[float], out: Path) -> None:
     """mAP vs tIoU, one line per row (wide CSV for `dvc plots`, PNG for people)."""
     from matplotlib.figure import Figure
@@ -160,8 +151,8 @@ def _map_plot(tables: dict[str, list[dict[str, Any]]], tious: list[float], out: 
     names = list(entries)
     # one line per row: `dvc plots` draws average_mAP per row whatever the rows and tIoUs are
     _write_csv(out / "ablation_summary.csv",
-               [["row", "label", *[f"mAP@{t:g}" for t in tious], "average_mAP"]]
-               + [[n, entries[n]["label"],
+               ["row", "label", *[f"mAP@{t:g}" for t in tious], "average_mAP"],
+               [[n, entries[n]["label"],
                    *[f"{entries[n]['mAP'].get(t, float('nan')):.6f}" for t in tious],
                    f"{entries[n]['average_mAP']:.6f}"] for n in names])
     fig = Figure(figsize=(6.5, 4))
@@ -189,7 +180,7 @@ def _per_class_figure(rows_dir: Path, rows: dict[str, Row], out: Path) -> bool:
         if name not in rows or not path.is_file():
             return False
         results[rows[name].label] = {float(t): aps for t, aps in
-                                     json.loads(path.read_text()).items()}
+                                     read_json(path).items()}
     plot_per_class_ap(results, out / "per_class_ap.png", out / "per_class_ap.csv",
                       title="Per-class AP: baseline, +GAM+MS, AMNet")
     return True
@@ -210,8 +201,8 @@ def write_report(params: str | Path, rows_file: str | Path, metrics_dir: str | P
     md2, csv2 = table2(tables["2"], tious)
     md4, csv4 = table4(tables["4"], tious)
     files = {"table2_md": out / "table2.md", "table4_md": out / "table4.md",
-             "table2_csv": _write_csv(out / "table2.csv", csv2),
-             "table4_csv": _write_csv(out / "table4.csv", csv4)}
+             "table2_csv": _write_csv(out / "table2.csv", csv2[0], csv2[1:]),
+             "table4_csv": _write_csv(out / "table4.csv", csv4[0], csv4[1:])}
     files["table2_md"].write_text(md2 + "\n")
     files["table4_md"].write_text(md4 + "\n")
     parts = [f"# Ablations on `{cfg.data.name}` ({cfg.eval.subset} split)", "",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amnet.data.feature_set import FEATURE_SUFFIX
 from amnet.errors import DataError
 
 __all__ = ["feature_path", "load_feature_file", "read_header", "validate_features"]
@@ -20,7 +21,7 @@ FLOAT_KINDS = ("f",)
 
 
 def feature_path(root: str | Path, video_id: str) -> Path:
-    return Path(root) / f"{video_id}.npy"
+    return Path(root) / f"{video_id}{FEATURE_SUFFIX}"
 
 
 def read_header(path: Path, video_id: str) -> tuple[tuple[int, ...], np.dtype]:

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from amnet.data.annotations import AnnotationSet, load_annotations
+from amnet.data.feature_set import ANNOTATIONS_FILE, MANIFEST_FILE
 from amnet.data.features import feature_path, load_feature_file, read_header
 from amnet.errors import DataError
 
 __all__ = ["ANNOTATIONS_FILE", "MANIFEST_FILE", "MANIFEST_FORMAT", "check_video",
            "describe_features", "read_manifest", "verify_manifest", "write_manifest"]
 
-MANIFEST_FILE = "manifest.json"
-ANNOTATIONS_FILE = "annotations.json"
 MANIFEST_FORMAT = "amnet-features/1"
 _REQUIRED = ("format", "feature_dim", "stride", "window", "classes", "annotations", "videos")
 

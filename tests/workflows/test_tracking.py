@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from amnet.config import load_config
 from amnet.data.manifest import write_manifest
 from amnet.evaluation.map import evaluate_detections
+from amnet.io import sha256_file
 from workflows import tracking
 from workflows.tracking import TrackingError
 
@@ -96,7 +97,7 @@ def test_run_records_params_provenance_and_epochs(tmp_path: Path, sqlite_overrid
     assert tags["git.commit"] == commit == tags["mlflow.source.git.commit"]
     assert tags["dvc.features.md5"] == "0123abcd.dir"
     manifest = repo / "data" / "features" / "manifest.json"
-    assert tags["features.manifest_sha256"] == tracking._sha256_file(manifest)
+    assert tags["features.manifest_sha256"] == sha256_file(manifest)
     assert tags["ablation"] == "full"
     hist = client.get_metric_history(run.info.run_id, "loss/cls")
     assert [(m.step, m.value) for m in sorted(hist, key=lambda m: m.step)] == [

@@ -1,250 +1,44 @@
-"""``amnet sweep`` and the DVC ``sweep`` stage: Ray Tune + Optuna (TPE) + ASHA over AMNet.
+"""Running a sweep: Ray Tune + Optuna (TPE) + ASHA, the MLflow parent run, ``--resume``.
 
-Searches λ1, λ2 (Eq. 12) and the GAM depth, plus ``train.lr`` / ``train.weight_decay`` when
-``sweep.lr`` / ``sweep.weight_decay`` give bounds. Each trial trains ``sweep.epochs`` epochs and
-reports the validation ``average_mAP`` every epoch, which ASHA uses to stop weak trials early.
-
-Two trial kinds (stack.md §2):
-
-* ``sweep.workers_per_trial == 1`` (default, Pattern A): the trial trains one model in its own
-  process, holding ``sweep.cpus_per_trial`` / ``sweep.gpus_per_trial``. Cheap: no Train start-up.
-* ``> 1`` (Pattern B): the trial is a light driver (it holds no CPU) running a ``TorchTrainer``
-  with that many workers (``ray.cpus_per_worker`` / ``ray.gpus_per_worker`` each). Ray's
-  dashboard is started so the placement groups of trials ASHA stops are removed; concurrency is
-  capped so the running trials' worker groups fit the local cluster.
+Each trial trains ``sweep.epochs`` epochs and reports the validation ``average_mAP`` every
+epoch, which ASHA uses to stop weak trials early. With ``sweep.workers_per_trial > 1`` (a
+TorchTrainer inside each trial) Ray's dashboard is started so the placement groups of trials
+ASHA stops are removed, and concurrency is capped so the running trials' worker groups fit.
 
 MLflow: one parent run per sweep; every trial is a child run (``parent_run_id``) with its full
-config as params, the sampled values as ``trial.*`` params and per-epoch metrics. At the end
-the parent gets the best config, a table of all trials, and Optuna's optimisation-history and
-parameter-importance plots (from an Optuna study rebuilt from the trial results, which works for
-restored sweeps too). The best config goes to ``sweep.best_params_out`` as a params file that
-``amnet train -p`` accepts (``base:`` the sweep's params file, plus the chosen keys).
-
-``--resume NAME`` continues an interrupted sweep (``Tuner.restore``): finished and failed trials
-are kept as they are, unfinished ones continue from their last checkpoint. A trial that raises
-(e.g. a sampled value the config rejects) is recorded as failed and the sweep goes on.
-
-Run as ``amnet sweep -p params/sweep.yaml`` or ``python -m workflows.sweep -p params/sweep.yaml``.
+config as params, the sampled values as ``trial.*`` params and per-epoch metrics; at the end
+each child is tagged with its trial's final status. ``--resume NAME`` continues an interrupted
+sweep (``Tuner.restore``): finished and failed trials are kept as they are, unfinished ones
+continue from their last checkpoint.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
 import math
-import os
-import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amnet.config import Config, from_dict, load_config
-from amnet.errors import AmnetError, ConfigError
+from amnet.config import Config
+from amnet.io import read_json_object, write_json
 from workflows import ray_utils
+from workflows.sweep.space import METRIC, MODE, Dim, SweepError, search_dims, trial_base, tune_space
+from workflows.sweep.summary import summarise
+from workflows.sweep.trial import TAG_TRIAL, run_trial
 
 if TYPE_CHECKING:
     import pandas as pd
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
-METRIC = "average_mAP"
-MODE = "max"
+__all__ = ["STATE_FILE", "SweepResult", "run_sweep", "saved_trial_status"]
+
 STATE_FILE = "amnet_sweep.json"   # parent run id + params path, next to Tune's experiment state
-TAG_TRIAL = "amnet.sweep_trial_id"
-_NOT_LOGGED = ("epoch", "resumed_from", "checkpoint_path")
 
-
-class SweepError(AmnetError):
-    """A sweep that cannot start, cannot be resumed, or in which every trial failed."""
-
-
-# --------------------------------------------------------------------------- search space
-
-@dataclass(frozen=True)
-class Dim:
-    """One searched config key: ``[low, high]``, integer or (log-)uniform float."""
-
-    key: str
-    low: float
-    high: float
-    integer: bool = False
-    log: bool = False
-
-
-def search_dims(cfg: Config) -> list[Dim]:
-    """The searched keys from ``cfg.sweep`` (a bound pair that is empty is not searched)."""
-    s = cfg.sweep
-    dims = [Dim("loss.lambda1", *s.lambda1), Dim("loss.lambda2", *s.lambda2),
-            Dim("model.gam_depth", *s.gam_depth, integer=True)]
-    if s.lr:
-        dims.append(Dim("train.lr", *s.lr, log=True))
-    if s.weight_decay:
-        dims.append(Dim("train.weight_decay", *s.weight_decay, log=True))
-    for d in dims:
-        if d.log and d.low <= 0:
-            raise ConfigError(f"sweep.{d.key.split('.')[-1]}: log-uniform bounds must be > 0, "
-                              f"got [{d.low}, {d.high}]")
-    return dims
-
-
-def tune_space(dims: Sequence[Dim]) -> dict[str, Any]:
-    from ray import tune
-
-    space: dict[str, Any] = {}
-    for d in dims:
-        if d.low == d.high:
-            space[d.key] = int(d.low) if d.integer else float(d.low)
-        elif d.integer:
-            space[d.key] = tune.randint(int(d.low), int(d.high) + 1)  # upper bound exclusive
-        elif d.log:
-            space[d.key] = tune.loguniform(d.low, d.high)
-        else:
-            space[d.key] = tune.uniform(d.low, d.high)
-    return space
-
-
-def with_values(base: Config, values: dict[str, Any], source: str) -> Config:
-    """``base`` with dotted ``values`` set, validated (a rejected value raises ConfigError).
-
-    Works on the dict, not on ``key=value`` strings: YAML would read ``1e-05`` as a string.
-    """
-    data = base.to_dict()
-    for key, value in values.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        if leaf not in node:
-            raise ConfigError(f"{source}: unknown key {key!r}")
-        node[leaf] = value.item() if hasattr(value, "item") else value
-    return from_dict(data, source)
-
-
-def trial_base(cfg: Config) -> Config:
-    """What every trial shares: the sweep's epochs, mAP every epoch (ASHA), no run-name reuse."""
-    s = cfg.sweep
-    over = [f"train.epochs={s.epochs}", "train.eval_every=1", "ray.run_name="]
-    if s.workers_per_trial > 1:
-        over.append(f"ray.num_workers={s.workers_per_trial}")
-    elif s.gpus_per_trial == 0:
-        over.append("train.device=cpu")   # a CPU trial must not grab an unreserved GPU
-    return cfg.replace(*over)
-
-
-# --------------------------------------------------------------------------- trials
-
-def _tune_report(metrics: dict[str, float], ckpt_dir: Path | None, epoch: int) -> None:
-    from ray import tune
-
-    ckpt = tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
-    tune.report(metrics, checkpoint=ckpt)
-
-
-def _find_child(cfg: Config, parent_run_id: str, trial_id: str) -> str | None:
-    from mlflow.tracking import MlflowClient
-
-    from workflows import tracking
-
-    exp_id = tracking.get_or_create_experiment(cfg)
-    runs = MlflowClient().search_runs(
-        [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
-                                f"tags.`{TAG_TRIAL}` = '{trial_id}'", max_results=1)
-    return runs[0].info.run_id if runs else None
-
-
-def run_trial(config: dict[str, Any], *, base: dict[str, Any], parent_run_id: str,
-              sweep_name: str) -> None:
-    """One Tune trial: build the trial config, open its MLflow child run, train, report.
-
-    A config the sampled values make invalid raises here (the trial is recorded as failed, in
-    Tune and as a FAILED child run). When Tune stops the trial (ASHA, or its last epoch) the
-    run ends as FINISHED; the driver then tags every child with its trial's final status.
-    """
-    import mlflow
-    from ray import tune
-
-    from workflows import tracking
-
-    tctx = tune.get_context()
-    trial_id = tctx.get_trial_id()
-    base_cfg = from_dict(base, "<sweep base config>")
-    sampled = {k: (v.item() if hasattr(v, "item") else v) for k, v in sorted(config.items())}
-    error: ConfigError | None = None
-    try:
-        cfg = with_values(base_cfg, sampled, f"sweep trial {trial_id} {sampled}")
-    except ConfigError as e:
-        cfg, error = base_cfg, e
-    tracking.configure(cfg)
-    existing = _find_child(cfg, parent_run_id, trial_id)
-    stopped = False
-    tags = {TAG_TRIAL: trial_id, "amnet.kind": "sweep-trial", "amnet.sweep": sweep_name}
-    with tracking.start_run(cfg, run_name=tctx.get_trial_name(), parent_run_id=parent_run_id,
-                            tags=tags, run_id=existing) as run:
-        if existing is None:
-            mlflow.log_params({f"trial.{k}": v for k, v in sampled.items()})
-        if error is not None:
-            mlflow.set_tag("amnet.error", str(error)[:4000])
-            raise error
-        try:
-            if cfg.sweep.workers_per_trial > 1:
-                _train_with_trainer(cfg, run.info.run_id, f"{sweep_name}-{trial_id}")
-            else:
-                _train_in_process(cfg, run.info.run_id)
-        except SystemExit:  # Tune stops a trial (ASHA, or max_t) by SystemExit in report()
-            stopped = True
-    if stopped:
-        raise SystemExit(0)
-
-
-def _train_in_process(cfg: Config, run_id: str) -> None:
-    from ray import tune
-
-    from amnet.engine import resolve_device
-    from workflows.ray_train import LoopContext, train_loop
-
-    ckpt = tune.get_checkpoint()
-    opened = ckpt.as_directory() if ckpt is not None else contextlib.nullcontext(None)
-    with opened as resume:
-        ctx = LoopContext(rank=0, world_size=1, device=resolve_device(cfg.train.device),
-                          report=_tune_report, resume_dir=Path(resume) if resume else None,
-                          mlflow_run_id=run_id)
-        train_loop(cfg, ctx)
-
-
-def _train_with_trainer(cfg: Config, run_id: str, name: str) -> None:
-    """Pattern B: a TorchTrainer inside the trial; rank-0 metrics reach Tune by callback.
-
-    The inner run's name is fixed per trial, so a restored sweep resumes it from its own
-    checkpoint (Train V2 resumes by name).
-    """
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from workflows.ray_train import train_worker
-
-    bundle = ray_utils.worker_resources(cfg)
-    TorchTrainer(
-        train_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "mlflow_run_id": run_id},
-        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
-                                     resources_per_worker=bundle),
-        run_config=RunConfig(
-            name=name, storage_path=ray_utils.storage_path(cfg),
-            failure_config=FailureConfig(max_failures=cfg.ray.max_failures,
-                                         controller_failure_limit=0),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            logging_config=LoggingConfig(log_level="WARNING"),
-            callbacks=[TuneReportCallback()])).fit()
-
-
-# --------------------------------------------------------------------------- driver
 
 @dataclass
 class SweepResult:
@@ -296,85 +90,6 @@ def _trial_rows(results: Any, dims: Sequence[Dim], epochs: int,
     return rows
 
 
-def optuna_study(rows: list[dict[str, Any]], dims: Sequence[Dim]) -> Any:
-    """An Optuna study rebuilt from the trial table (for Optuna's plots).
-
-    OptunaSearch keeps its study in a private attribute and a restored sweep has none, so the
-    study is rebuilt with ``create_study`` + ``add_trial`` in trial order.
-    """
-    import optuna
-    from optuna.distributions import FloatDistribution, IntDistribution
-    from optuna.trial import TrialState, create_trial
-
-    dists = {d.key: (IntDistribution(int(d.low), int(d.high)) if d.integer
-                     else FloatDistribution(d.low, d.high, log=d.log))
-             for d in dims if d.low < d.high}
-    study = optuna.create_study(direction="maximize", study_name="amnet-sweep")
-    for row in rows:
-        params = {k: row[k] for k in dists if row.get(k) is not None}
-        value = row[METRIC]
-        ok = row["status"] != "failed" and value == value  # not NaN
-        study.add_trial(create_trial(
-            params=params, distributions={k: dists[k] for k in params},
-            value=float(value) if ok else None,
-            state=TrialState.COMPLETE if ok else TrialState.FAIL,
-            user_attrs={"trial": row["trial"], "status": row["status"]}))
-    return study
-
-
-def _plots(study: Any, out: Path) -> list[Path]:
-    """Optuna's optimisation-history and parameter-importance plots (matplotlib backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import optuna
-    from optuna.visualization import matplotlib as ovm
-
-    paths = []
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning on the matplotlib API
-        plots = [("optimization_history.png", ovm.plot_optimization_history)]
-        if len(done) >= 2:
-            plots.append(("param_importances.png", ovm.plot_param_importances))
-        for name, fn in plots:
-            try:
-                ax = fn(study)
-            except (ValueError, RuntimeError) as e:  # e.g. importances of constant params
-                logger.warning("Optuna %s plot skipped: %s", name, e)
-                continue
-            fig = ax.figure if hasattr(ax, "figure") else ax
-            fig.set_size_inches(7, 4.5)
-            fig.tight_layout()
-            fig.savefig(out / name, dpi=100)
-            plt.close(fig)
-            paths.append(out / name)
-    return paths
-
-
-def write_best_params(path: Path, best: dict[str, Any], *, params_path: str | None,
-                      comment: str) -> Path:
-    """A params file ``amnet train -p`` accepts: ``base:`` the sweep's params file (so its
-    data / ray / train settings carry over; its ``sweep:`` keys are unused by training) plus
-    the chosen keys. Without a params file, the chosen keys on the built-in defaults."""
-    import yaml
-
-    nested: dict[str, Any] = {}
-    for key, value in best.items():
-        section, leaf = key.split(".", 1)
-        nested.setdefault(section, {})[leaf] = value
-    doc: dict[str, Any] = {}
-    if params_path is not None:
-        doc["base"] = os.path.relpath(Path(params_path).resolve(), path.resolve().parent)
-    doc.update(nested)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(f"# {line}\n" for line in comment.splitlines())
-    path.write_text(text + yaml.safe_dump(doc, sort_keys=False))
-    load_config(path)  # what we wrote must load (fails loudly here, not in the train stage)
-    return path
-
-
 def _close_children(cfg: Config, parent_run_id: str, rows: list[dict[str, Any]]) -> None:
     """Tag every child run with its trial's final status; end runs a stopped actor left open."""
     from mlflow.tracking import MlflowClient
@@ -398,7 +113,8 @@ def _close_children(cfg: Config, parent_run_id: str, rows: list[dict[str, Any]])
 def _parent_run(cfg: Config, name: str, state_file: Path, resume: bool) -> Iterator[str]:
     from workflows import tracking
 
-    run_id = json.loads(state_file.read_text())["parent_run_id"] if resume else None
+    run_id = (read_json_object(state_file, missing_ok=False) or {})["parent_run_id"] \
+        if resume else None
     tags = {"amnet.kind": "sweep", "ray.run_name": name}
     with tracking.start_run(cfg, run_name=name, tags=tags, run_id=run_id) as run:
         yield run.info.run_id
@@ -458,19 +174,18 @@ def run_sweep(cfg: Config, *, params_path: str | None = None, resume: str | None
                     raise SweepError(f"no Tune experiment state in {path} to resume")
                 tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True,
                                            resume_errored=False, restart_errored=False)
-                logger.info("resuming sweep %s from %s", name, path)
+                log.info("resuming sweep %s from %s", name, path)
             else:
                 path.mkdir(parents=True, exist_ok=True)
-                state_file.write_text(json.dumps({"parent_run_id": parent_id,
-                                                  "params_path": params_path}))
+                write_json(state_file, {"parent_run_id": parent_id, "params_path": params_path})
                 tuner = _new_tuner(cfg, dims, trainable, name, storage, concurrent, callbacks)
-                logger.info("sweep %s: %d trials, %d at a time, %s per trial (%s)", name,
-                            s.num_samples, concurrent, request.total(),
-                            "Ray Train inside each trial" if pattern_b else "in-process")
+                log.info("sweep %s: %d trials, %d at a time, %s per trial (%s)", name,
+                         s.num_samples, concurrent, request.total(),
+                         "Ray Train inside each trial" if pattern_b else "in-process")
             results = tuner.fit()
             rows = _trial_rows(results, dims, s.epochs, saved_trial_status(path))
-            summary = _summarise(cfg, rows, dims, name, parent_id, params_path, results,
-                                 time.perf_counter() - t0)
+            summary = summarise(cfg, rows, dims, name, parent_id, params_path,
+                                time.perf_counter() - t0)
             mlflow.set_tag("amnet.sweep_path", str(path))
         _close_children(cfg, parent_id, rows)
     finally:
@@ -496,27 +211,22 @@ def _check_dashboard() -> None:
             f"(pip install 'ray[default]'): {e}") from None
 
 
-def _trial_log_class() -> type:
+def _trial_log() -> Any:
+    """A Tune callback: one log line per finished / failed trial (not Tune's result tables)."""
     from ray.tune import Callback
 
     class TrialLog(Callback):
-        """One log line per finished / failed trial (instead of Tune's result tables)."""
-
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             r = trial.last_result or {}
-            logger.info("%s done after %s epoch(s): %s=%.4f %s", trial.trial_id,
-                        r.get("training_iteration"), METRIC, r.get(METRIC, math.nan),
-                        {k: v for k, v in trial.config.items()})
+            log.info("%s done after %s epoch(s): %s=%.4f %s", trial.trial_id,
+                     r.get("training_iteration"), METRIC, r.get(METRIC, math.nan),
+                     {k: v for k, v in trial.config.items()})
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            logger.warning("%s failed: %s (traceback in %s)", trial.trial_id, trial.config,
-                           trial.error_file)
+            log.warning("%s failed: %s (traceback in %s)", trial.trial_id, trial.config,
+                        trial.error_file)
 
-    return TrialLog
-
-
-def _trial_log() -> Any:
-    return _trial_log_class()()
+    return TrialLog()
 
 
 def _new_tuner(cfg: Config, dims: Sequence[Dim], trainable: Any, name: str, storage: str,
@@ -531,8 +241,8 @@ def _new_tuner(cfg: Config, dims: Sequence[Dim], trainable: Any, name: str, stor
     s = cfg.sweep
     search = OptunaSearch(sampler=TPESampler(seed=s.seed), metric=METRIC, mode=MODE)
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs,
-                     grace_period=min(s.grace_period, s.epochs),
-                     reduction_factor=s.reduction_factor)
+                              grace_period=min(s.grace_period, s.epochs),
+                              reduction_factor=s.reduction_factor)
     return tune.Tuner(
         trainable, param_space=tune_space(dims),
         tune_config=tune.TuneConfig(
@@ -546,94 +256,3 @@ def _new_tuner(cfg: Config, dims: Sequence[Dim], trainable: Any, name: str, stor
             failure_config=tune.FailureConfig(max_failures=0),  # a crash is the trial's result
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[_trial_log(), *callbacks], verbose=0))
-
-
-def _summarise(cfg: Config, rows: list[dict[str, Any]], dims: Sequence[Dim], name: str,
-               parent_id: str, params_path: str | None, results: Any, wall_s: float
-               ) -> dict[str, Any]:
-    """Parent-run records + best params file; returns the SweepResult fields."""
-    import mlflow
-    import pandas as pd
-
-    table = pd.DataFrame(rows)
-    n_failed = int((table["status"] == "failed").sum()) if len(table) else 0
-    interrupted = len(table) < cfg.sweep.num_samples or (table["status"] == "unfinished").any()
-    ok = table[(table["status"] != "failed") & table[METRIC].notna()] if len(table) else table
-    mlflow.log_metrics({"sweep/trials": float(len(table)), "sweep/failed": float(n_failed),
-                        "sweep/wall_s": wall_s})
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        mlflow.log_table(table.astype({c: str for c in ("trial", "status", "error")}),
-                         "sweep/trials.json")
-        table.to_csv(out / "trials.csv", index=False)
-        mlflow.log_artifact(str(out / "trials.csv"), "sweep")
-        if len(table):
-            for p in _plots(optuna_study(rows, dims), out):
-                mlflow.log_artifact(str(p), "sweep")
-    if interrupted:
-        logger.warning("sweep %s was interrupted (%d of %d trials finished); continue it with "
-                       "--resume %s", name, int((table["status"] != "unfinished").sum())
-                       if len(table) else 0, cfg.sweep.num_samples, name)
-    if ok.empty:
-        if interrupted:
-            return {"trials": table, "best": None, "best_metric": None,
-                    "best_params_path": None, "interrupted": True}
-        raise SweepError(f"sweep {name}: all {len(table)} trials failed; first error: "
-                         f"{table['error'].iloc[0] if len(table) else 'none'}")
-    best_row = ok.loc[ok[METRIC].idxmax()]
-    best = {d.key: _plain(best_row[d.key]) for d in dims}
-    best_metric = float(best_row[METRIC])
-    best_path = None
-    if not interrupted:  # params are immutable in MLflow: log the best once, when final
-        mlflow.log_params({f"best.{k}": v for k, v in best.items()})
-        mlflow.log_metric(f"best/{METRIC}", best_metric)
-        mlflow.set_tag("amnet.best_trial", str(best_row["trial"]))
-        best_path = Path(cfg.sweep.best_params_out)
-        comment = (f"Best of {len(table)} trials of sweep {name} ({n_failed} failed): "
-                   f"{METRIC}={best_metric:.4f} after {int(best_row['epochs'])} epochs "
-                   f"({best_row['trial']}).\nMLflow parent run {parent_id}. Written by "
-                   "`amnet sweep`; train with: amnet train -p " + str(best_path))
-        write_best_params(best_path, best, params_path=params_path, comment=comment)
-        mlflow.log_artifact(str(best_path), "sweep")
-        logger.info("best %s=%.4f with %s -> %s", METRIC, best_metric, best, best_path)
-    return {"trials": table, "best": best, "best_metric": best_metric,
-            "best_params_path": best_path, "interrupted": bool(interrupted)}
-
-
-def _plain(v: Any) -> Any:
-    v = v.item() if hasattr(v, "item") else v
-    return float(v) if isinstance(v, float) else v
-
-
-# --------------------------------------------------------------------------- CLI
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from workflows.cli import add_config_arguments
-
-    add_config_arguments(parser)
-    parser.add_argument("--resume", metavar="NAME",
-                        help="continue an interrupted sweep (its name under ray.storage_path, "
-                             "or its folder)")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.params, args.overrides)
-    res = run_sweep(cfg, params_path=args.params, resume=args.resume)
-    cols = ["trial", "status", "epochs", *[d.key for d in search_dims(cfg)], METRIC]
-    print(res.trials[cols].to_string(index=False) if len(res.trials) else "(no trials)")
-    if res.interrupted:
-        print(f"interrupted: continue with  amnet sweep -p {args.params} --resume {res.name}")
-        return 1
-    print(f"best {METRIC}={res.best_metric:.4f}: {res.best} -> {res.best_params_path}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m workflows.sweep -p params/sweep.yaml`` (the DVC stage)."""
-    from workflows.cli import main as cli_main
-
-    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

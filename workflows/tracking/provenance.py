@@ -1,0 +1,89 @@
+"""What a run read: the git commit, DVC's hash of the feature set, and the test-set fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from amnet.config import Config
+from amnet.data.feature_set import FeatureSet
+from amnet.io import sha256_file
+from workflows.tracking.store import TrackingError
+
+__all__ = ["feature_set_tags", "git_tags", "test_set_fingerprint"]
+
+
+def _git(*args: str, cwd: Path) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def git_tags(cwd: Path | None = None) -> dict[str, str]:
+    """Commit of the code that ran (the CWD's repo: an exp temp dir has its own checkout)."""
+    cwd = cwd or Path.cwd()
+    commit = _git("rev-parse", "HEAD", cwd=cwd)
+    if not commit:
+        return {}
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", cwd=cwd))
+    return {"mlflow.source.git.commit": commit, "git.commit": commit,
+            "git.dirty": str(dirty).lower()}
+
+
+def _dvc_lock_hash(root: Path, out_path: str) -> str:
+    """The md5 DVC recorded in ``dvc.lock`` for the stage output at ``out_path``."""
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return ""
+    try:
+        data = yaml.safe_load(lock.read_text()) or {}
+    except yaml.YAMLError:
+        return ""
+    want = os.path.normpath(out_path)
+    for stage in (data.get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            if os.path.normpath(str(out.get("path", ""))) == want:
+                return str(out.get("md5") or out.get("hash") or "")
+    return ""
+
+
+def feature_set_tags(cfg: Config) -> dict[str, str]:
+    """Identify the feature set a run read: DVC's directory hash (from ``dvc.lock``) and
+    the sha256 of its manifest (which lists every feature file)."""
+    tags = {"data.name": cfg.data.name, "data.root": cfg.data.root}
+    md5 = _dvc_lock_hash(Path.cwd(), cfg.data.root)
+    if md5:
+        tags["dvc.features.md5"] = md5
+    manifest = FeatureSet.at(cfg.data.root).manifest_path
+    if manifest.is_file():
+        tags["features.manifest_sha256"] = sha256_file(manifest)
+    return tags
+
+
+def test_set_fingerprint(cfg: Config, subset: str | None = None) -> str:
+    """A hash that is equal only for the same test set scored the same way.
+
+    Covers the ground truth of every video in the evaluated subset (segments, labels,
+    durations), the manifest entries of those videos when the manifest lists them, and the
+    tIoU thresholds: an average mAP is comparable across runs only if all three agree.
+    """
+    subset = subset or cfg.eval.subset
+    fs = FeatureSet.at(cfg.data.root)
+    if not fs.annotations_path.is_file():
+        raise TrackingError(f"{fs.annotations_path}: no annotations to fingerprint the "
+                            f"{subset!r} split")
+    videos = fs.subset_entries(subset)
+    if not videos:
+        raise TrackingError(f"{fs.annotations_path}: no video in subset {subset!r}")
+    payload = {"subset": subset, "tiou": sorted(cfg.eval.tiou),
+               "gt": {k: videos[k] for k in sorted(videos)},
+               "manifest": fs.manifest_entries(videos)}
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
