@@ -1,4 +1,4 @@
-"""AMNet's losses: triplet (Eq. 2–3), focal, tIoU and matching (Eq. 11), total (Eq. 12).
+"""AMNet's losses: triplet (Eq. 2–3), focal, tIoU and matching (Eq. 11), Eq. 12's detector part.
 
 Conventions: point tensors are ``(B, N, ...)`` with all pyramid levels concatenated; distances
 are (start, end) offsets in snippets from the same point; sums over points are divided by the
@@ -24,8 +24,6 @@ __all__ = [
     "matching_loss",
     "segment_tiou",
     "sigmoid_focal_loss",
-    "tiou_loss",
-    "total_loss",
     "triplet_loss",
 ]
 
@@ -57,11 +55,6 @@ def segment_tiou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) ->
              + torch.minimum(pred[..., 1], target[..., 1]))
     union = pred.sum(-1) + target.sum(-1) - inter
     return inter / union.clamp(min=eps)
-
-
-def tiou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Element-wise ``1 − tIoU(B̂, B)`` (Eq. 11, L_reg)."""
-    return 1.0 - segment_tiou(pred, target)
 
 
 def matching_loss(match_logits: torch.Tensor, tiou: torch.Tensor,
@@ -166,9 +159,3 @@ def detection_losses(out: ModelOutput, targets: Targets, normalizer: float, *,
         if num_pos == 0:
             mat = out.match_logits.sum() * 0.0
     return DetectionLosses(cls=cls, reg=reg, mat=mat, num_pos=num_pos)
-
-
-def total_loss(det: DetectionLosses, trip: torch.Tensor | float, lambda1: float,
-               lambda2: float) -> torch.Tensor:
-    """Eq. 12: ``L = L_cls + λ1 (L_reg + L_mat) + λ2 L_trip``."""
-    return det.total(lambda1) + lambda2 * trip

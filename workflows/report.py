@@ -28,6 +28,7 @@ from typing import Any
 
 from amnet.config import load_config
 from amnet.errors import DataError
+from amnet.evaluation.map import tiou_key
 from amnet.evaluation.plots import _write_csv
 from amnet.io import read_json
 from workflows.ablations import DEFAULT_ROWS, Row, load_rows
@@ -100,7 +101,7 @@ def table2(entries: list[dict[str, Any]], tious: list[float]) -> tuple[str, list
     head = ["Row", "AME", "GAM", "MS", *[f"{t:g}" for t in tious], "Avg.", "Δ Avg."]
     ref = entries[0]["average_mAP"] if entries else None
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    csv_rows = [["row", "label", "AME", "GAM", "MS", *[f"mAP@{t:g}" for t in tious],
+    csv_rows = [["row", "label", "AME", "GAM", "MS", *[f"mAP_{tiou_key(t)}" for t in tious],
                  "average_mAP", "delta_average_vs_baseline"]]
     for e in entries:
         marks = ["✓" if e[k] else "" for k in ("AME", "GAM", "MS")]
@@ -120,7 +121,7 @@ def table4(entries: list[dict[str, Any]], tious: list[float]) -> tuple[str, list
     head = ["Confidence score", *[f"{t:g}" for t in tious], "Avg."]
     ref = entries[0] if entries else None
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    csv_rows = [["row", "confidence", *[f"mAP@{t:g}" for t in tious], "average_mAP",
+    csv_rows = [["row", "confidence", *[f"mAP_{tiou_key(t)}" for t in tious], "average_mAP",
                  *[f"delta@{t:g}" for t in tious], "delta_average"]]
     for i, e in enumerate(entries):
         cells = []
@@ -151,7 +152,7 @@ def _map_plot(tables: dict[str, list[dict[str, Any]]], tious: list[float], out: 
     names = list(entries)
     # one line per row: `dvc plots` draws average_mAP per row whatever the rows and tIoUs are
     _write_csv(out / "ablation_summary.csv",
-               ["row", "label", *[f"mAP@{t:g}" for t in tious], "average_mAP"],
+               ["row", "label", *[f"mAP_{tiou_key(t)}" for t in tious], "average_mAP"],
                [[n, entries[n]["label"],
                    *[f"{entries[n]['mAP'].get(t, float('nan')):.6f}" for t in tious],
                    f"{entries[n]['average_mAP']:.6f}"] for n in names])

@@ -1,7 +1,7 @@
 """``amnet ui``: the MLflow UI on this project's tracking store.
 
 With the embedded store (``.mlflow/mlflow.db``) it starts ``mlflow ui`` on 127.0.0.1 with job
-execution off (two processes instead of ten, stack.md) and serves until Ctrl-C. With a remote
+execution off (two processes instead of ten) and serves until Ctrl-C. With a remote
 ``MLFLOW_TRACKING_URI`` / ``tracking.tracking_uri`` there is nothing to start: it checks the
 server and prints its URL.
 """
