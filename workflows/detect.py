@@ -46,6 +46,7 @@ from amnet.config import Config, load_config
 from amnet.data.feature_set import FEATURE_SUFFIX, MANIFEST_FILE, FeatureSet
 from amnet.data.timing import snippet_to_seconds
 from amnet.errors import ConfigError, DataError, ModelLoadError
+from amnet.io import atomic_write_text
 from amnet.progress import progress
 from workflows.cli import add_config_arguments
 
@@ -414,8 +415,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         out = Path(args.json_out)
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
+            atomic_write_text(out, text)
         except OSError as e:
             raise DataError(f"cannot write --json {out}: {e.strerror}") from None
         n = sum(len(v) for v in results["results"].values())
