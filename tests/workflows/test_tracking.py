@@ -230,3 +230,16 @@ def test_amnet_ui_serves_the_project_store(tmp_path: Path, unused_port: int,
     finally:
         proc.terminate()  # the exec'd mlflow process itself: nothing is left behind
         proc.wait(timeout=30)
+
+
+def test_read_run_id(tmp_path: Path) -> None:
+    path = tmp_path / "mlflow_run.json"
+    assert tracking.read_run_id(path) is None
+    with pytest.raises(TrackingError, match=r"no run file; train first .* or give --run-id"):
+        tracking.read_run_id(path, required=True, hint=" or give --run-id")
+    path.write_text(json.dumps({"experiment_id": "1"}))
+    assert tracking.read_run_id(path) is None
+    with pytest.raises(TrackingError, match="no 'run_id' field"):
+        tracking.read_run_id(path, required=True)
+    path.write_text(json.dumps({"run_id": "abc"}))
+    assert tracking.read_run_id(path, required=True) == "abc"
