@@ -8,6 +8,8 @@ value raises :class:`ConfigError` naming the key and the file it came from.
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -275,20 +277,127 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# A params file is a few KiB; past these limits it is a mistake or an attack (a YAML "billion
+# laughs" alias bomb expands a few hundred bytes into 10^9 nodes).
+MAX_PARAMS_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (the stdlib loader keeps
+    the last one silently: ``lr: 1e-4`` then ``lr: 1e-2`` trains with 1e-2)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # '<<: *defaults' merges; keys given beside it override on purpose
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:  # unhashable key: the base class reports it
+                    continue
+                if repeated:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"duplicate key {key!r} (line {line})")
+        self.key, self.line = key, line
+
+
+def _expanded_nodes(node: yaml.Node, limit: int) -> int:
+    """Nodes of ``node`` once every alias is expanded (shared subtrees counted each time they
+    are used), computed on the node graph in time linear in its size; stops past ``limit``."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in n.value)
+        else:
+            total = 1
+        sizes[id(n)] = total = min(total, limit + 1)
+        return total
+
+    return size(node)
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML's own text spans lines)."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return f"{e.problem or e.context or 'syntax error'}{where}"
+    return " ".join(str(e).split())
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    """Parse params YAML with :class:`_StrictLoader`, refusing alias bombs and deep nesting
+    (:class:`ConfigError` naming ``source``)."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        n = _expanded_nodes(node, MAX_YAML_NODES)
+        if n > MAX_YAML_NODES:
+            raise ConfigError(f"{source}: YAML aliases expand to more than {MAX_YAML_NODES} "
+                              "values (an alias bomb?); refusing to load it")
+        return loader.construct_document(node)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{source}: duplicate key {e.key!r} (line {e.line}); each key may "
+                          "appear once per mapping") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_error(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_PARAMS_BYTES:
+            raise ConfigError(f"{path}: {size} bytes is too large for a params file (limit "
+                              f"{MAX_PARAMS_BYTES})")
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read params file ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}"
+                          "); save the params file as UTF-8") from None
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a params file, merging any ``base:`` chain underneath it."""
-    path = path.resolve()
+    try:
+        path = path.resolve()
+        found = path.is_file()
+    except (OSError, ValueError):  # e.g. a NUL in the name
+        raise ConfigError(f"params file not found: {str(path)!r}") from None
     if path in seen:
         raise ConfigError(f"{path}: circular 'base:' chain")
-    if not path.is_file():
-        raise ConfigError(f"params file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not found:
+        where = f"{seen[-1]}: 'base': " if seen else ""
+        raise ConfigError(f"{where}params file not found: {path}")
+    raw = _parse_yaml(_read_text(path), str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     base = raw.pop("base", None)
+    if base is not None and (not isinstance(base, str) or "\x00" in base):
+        raise ConfigError(f"{path}: 'base' must be the file name of another params file "
+                          f"(a string), got {_short(base)}")
     if seen:  # a base file: check its own keys and values here, so errors name this file
         _validate_alone(raw, path)
     if base:
@@ -296,6 +405,17 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         _deep_merge(merged, raw)
         return merged
     return raw
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 100
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = 10
+_REPR.maxlevel = 4
+
+
+def _short(value: Any) -> str:
+    """``repr`` for error messages, cut short (a hostile file may hold a huge value)."""
+    return _REPR.repr(value)
 
 
 def _validate_alone(raw: dict[str, Any], path: Path) -> None:
@@ -326,10 +446,15 @@ def _apply_override(data: dict[str, Any], item: str, source: str) -> None:
         node = node[p]
     if parts[-1] not in node:
         raise ConfigError(f"{source}: unknown key {key!r}")
+    if not text.strip():
+        node[parts[-1]] = ""
+        return
     try:
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        node[parts[-1]] = text
+        node[parts[-1]] = _parse_yaml(text, source)
+    except ConfigError as e:
+        if "not valid YAML" not in str(e):  # duplicate keys, alias bombs: refused
+            raise
+        node[parts[-1]] = text  # not YAML: taken as a plain string (e.g. a path)
 
 
 def load_config(path: str | Path | None = None,
@@ -355,7 +480,7 @@ def _check_keys(given: dict[str, Any], schema: dict[str, Any], source: str, pref
             raise ConfigError(f"{source}: unknown key {prefix + k!r}")
         if isinstance(schema[k], dict):
             if not isinstance(v, dict):
-                raise ConfigError(f"{source}: {prefix + k!r} must be a mapping, got {v!r}")
+                raise ConfigError(f"{source}: {prefix + k!r} must be a mapping, got {_short(v)}")
             _check_keys(v, schema[k], source, f"{prefix}{k}.")
 
 
@@ -421,11 +546,11 @@ def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
 
 def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
     origin = typing.get_origin(tp)
-    bad = ConfigError(f"{source}: {key!r} expects {_type_name(tp)}, got {value!r}")
+    bad = _TypeMismatch(source, key, tp, value)  # message built only when raised
     if origin is Literal:
-        if value not in typing.get_args(tp):
+        if not _is_hashable(value) or value not in typing.get_args(tp):
             raise ConfigError(f"{source}: {key!r} must be one of "
-                              f"{list(typing.get_args(tp))}, got {value!r}")
+                              f"{list(typing.get_args(tp))}, got {_short(value)}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
@@ -469,6 +594,24 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
     return value
 
 
+class _TypeMismatch(ConfigError):
+    def __init__(self, source: str, key: str, tp: Any, value: Any) -> None:
+        self.args_ = (source, key, tp, value)
+        super().__init__()
+
+    def __str__(self) -> str:
+        source, key, tp, value = self.args_
+        return f"{source}: {key!r} expects {_type_name(tp)}, got {_short(value)}"
+
+
+def _is_hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return " | ".join(map(str, typing.get_args(tp)))
@@ -486,6 +629,9 @@ def _check_range(value: Any, meta: Any, source: str, key: str) -> None:
             continue
         if not isinstance(v, int | float) or isinstance(v, bool):
             continue
+        ranged = any(meta.get(op) is not None for op in ("ge", "gt", "le", "lt"))
+        if ranged and not math.isfinite(v):  # inf passes '> 0'; nan fails it by accident
+            raise ConfigError(f"{source}: {key!r} must be a finite number, got {v!r}")
         for op, bound, ok in (("ge", meta.get("ge"), lambda a, b: a >= b),
                               ("gt", meta.get("gt"), lambda a, b: a > b),
                               ("le", meta.get("le"), lambda a, b: a <= b),

@@ -143,3 +143,85 @@ def test_exponent_without_dot_is_a_float() -> None:
     from amnet.config import load_config as _load
 
     assert _load(None, ["train.lr=1e-3"]).train.lr == 1e-3
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    text = 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n'
+    prev = "a"
+    for name in "bcdefghijk"[:levels - 1]:
+        text += f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]\n"
+        prev = name
+    return text + f"train:\n  lr: *{prev}\n"
+
+
+@pytest.mark.parametrize(("text", "expect"), [
+    (b"train:\n  lr: 1.0e-4\n  epochs: \xff\n", r"not UTF-8 text \(byte 30"),
+    ("base: 3\n", r"'base' must be the file name of another params file \(a string\), got 3"),
+    ("base: [a.yaml]\n", r"'base' must be .* got \['a.yaml'\]"),
+    ("train:\n  lr: 1.0e-4\n  lr: 1.0e-2\n", r"duplicate key 'lr' \(line 3\)"),
+    ("train: {epochs: 2}\ntrain: {epochs: 3}\n", r"duplicate key 'train' \(line 2\)"),
+    (_alias_bomb(), r"YAML aliases expand to more than 100000 values"),
+    ("train:\n  lr: .inf\n", r"'train.lr' must be a finite number, got inf"),
+    ("train:\n  lr: 1e999\n", r"'train.lr' must be a finite number, got inf"),
+    ("loss:\n  lambda1: .nan\n", r"'loss.lambda1' must be a finite number, got nan"),
+    ("train:\n  clip_grad: -.inf\n", r"'train.clip_grad' must be a finite number"),
+    ("[" * 5000 + "]" * 5000 + "\n", r"YAML nested too deeply"),
+    ("train: [unclosed\n", r"not valid YAML: .*\(line 2, column 1\)$"),
+])
+def test_hostile_params_files(tmp_path: Path, text: str | bytes, expect: str) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError, match=rf"{p}: {expect}") as e:
+        load_config(p)
+    assert "\n" not in str(e.value)
+
+
+def test_alias_bomb_fails_fast_and_small_anchors_still_work(tmp_path: Path) -> None:
+    import time
+
+    p = write(tmp_path / "p.yaml", _alias_bomb(10))
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="alias bomb"):
+        load_config(p)
+    assert time.perf_counter() - start < 1.0
+    write(p, "sweep:\n  lambda1: &r [0.5, 2.0]\n  lambda2: *r\n")
+    assert load_config(p).sweep.lambda2 == [0.5, 2.0]
+
+
+def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    p = write(tmp_path / "p.yaml", "train:\n  <<: {epochs: 3, lr: 0.1}\n  epochs: 5\n")
+    cfg = load_config(p)
+    assert (cfg.train.epochs, cfg.train.lr) == (5, 0.1)
+
+
+def test_oversized_params_file(tmp_path: Path) -> None:
+    p = write(tmp_path / "p.yaml", "# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match=r"too large for a params file"):
+        load_config(p)
+
+
+def test_base_errors_name_the_referring_file(tmp_path: Path) -> None:
+    c = write(tmp_path / "c.yaml", {"base": "missing.yaml"})
+    with pytest.raises(ConfigError, match=rf"{c}: 'base': params file not found: .*missing"):
+        load_config(c)
+    write(tmp_path / "a.yaml", "train:\n  epochs: 1\n  epochs: 2\n")
+    write(c, {"base": "a.yaml"})
+    with pytest.raises(ConfigError, match=r"a\.yaml: duplicate key 'epochs'"):
+        load_config(c)
+
+
+@pytest.mark.parametrize(("item", "expect"), [
+    ("train.lr=inf", r"'train.lr' must be a finite number, got inf"),
+    ("train.clip_grad=.nan", r"'train.clip_grad' must be a finite number"),
+    ("model.regression_ranges={a: 1, a: 2}", r"duplicate key 'a'"),
+])
+def test_hostile_overrides(item: str, expect: str) -> None:
+    with pytest.raises(ConfigError, match=expect):
+        load_config(None, [item])
+
+
+def test_huge_values_are_cut_short_in_messages(tmp_path: Path) -> None:
+    p = write(tmp_path / "p.yaml", {"train": {"epochs": list(range(5000))}})
+    with pytest.raises(ConfigError, match=r"'train.epochs' expects int") as e:
+        load_config(p)
+    assert len(str(e.value)) < 300

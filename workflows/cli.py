@@ -86,8 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except AmnetError as e:  # expected, user-facing failures: one clear line, no traceback
-        logging.getLogger("amnet").error("%s", e)
+        _report(e, args.verbose)
         return 2
+    except OSError as e:  # a file that cannot be read or written: its name is in the message
+        _report(e, args.verbose)
+        return 2
+
+
+def _report(e: BaseException, verbose: bool) -> None:
+    """Log ``e`` as one line (messages quoting YAML or JSON may span several); ``-v`` adds the
+    traceback."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    logging.getLogger("amnet").error("%s", text, exc_info=e if verbose else None)
 
 
 if __name__ == "__main__":

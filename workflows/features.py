@@ -44,6 +44,11 @@ def prepare_features(cfg: Config) -> Path:
     """Make ``cfg.data.root`` hold the configured feature set (see module docstring)."""
     d = cfg.data
     root = Path(d.root)
+    if root.name in ("", ".", ".."):  # the swap needs a named folder of its own
+        raise ConfigError(f"'data.root' ({d.root!r}) must name a folder of its own, e.g. "
+                          "data/features")
+    if d.source == "release":
+        _check_apart(root, d.release_dir)
     _check_replaceable(root)
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -63,6 +68,20 @@ def prepare_features(cfg: Config) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp)
     return root
+
+
+def _check_apart(root: Path, release_dir: str) -> None:
+    """Refuse a ``data.root`` that is, contains or lies inside ``data.release_dir``: the swap
+    replaces ``data.root`` whole, which would delete the release's files (those the
+    annotations do not list) or write into the release."""
+    if not release_dir:
+        return  # reported by _import_release
+    r, s = root.resolve(), Path(release_dir).resolve()
+    if r == s or s in r.parents or r in s.parents:
+        how = "is" if r == s else "lies inside" if s in r.parents else "contains"
+        raise ConfigError(f"'data.root' ({root}) {how} 'data.release_dir' ({release_dir}): "
+                          "importing would replace the release's own files; point data.root "
+                          "at a separate folder")
 
 
 def _check_replaceable(root: Path) -> None:
@@ -99,7 +118,8 @@ def _import_release(cfg: Config, out: Path) -> None:
         raise DataError(f"data.release_dir: feature folder not found: {src}")
     ann = load_annotations(d.release_annotations, default_fps=d.default_fps,
                            segment_policy=d.segment_policy)
-    missing = [v for v in sorted(ann.videos) if not feature_path(src, v).is_file()]
+    missing = [v for v in sorted(ann.videos)
+               if not feature_path(src, v, source=ann.source).is_file()]
     if missing:
         raise DataError(f"{src}: no feature file for {len(missing)} of {len(ann.videos)} "
                         f"annotated videos, e.g. {missing[:5]} (expected <video_id>.npy for each "

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from amnet.data.features import check_video_id
 from amnet.errors import DataError
 
 __all__ = ["AnnotationSet", "VideoAnnotation", "load_annotations", "parse_annotations"]
@@ -81,6 +82,12 @@ class AnnotationSet:
             raise DataError(f"{self.source}: split {name!r} is empty: no video has subset "
                             f"{name!r} (subsets present: {have})")
         return out
+
+    def classes_without_actions(self, name: str) -> list[str]:
+        """Classes of :attr:`classes` with no annotated action in subset ``name`` (e.g. a
+        label present only in the test subset: training would learn it from nothing)."""
+        present = {lab for v in self.subset(name) for lab in v.labels}
+        return [c for c in self.classes if c not in present]
 
     def labels_to_index(self, video: VideoAnnotation) -> np.ndarray:
         """Class indices (int64) of a video's labels."""
@@ -173,6 +180,7 @@ def parse_annotations(text: str, *, source: str = "<string>", default_fps: float
     videos: dict[str, VideoAnnotation] = {}
     fixed: list[str] = []  # clip-policy repairs, reported once
     for vid, entry in db.items():
+        check_video_id(vid, f"{source}: 'database'")  # ids become file names: refuse paths
         videos[vid] = _parse_video(vid, entry, source, default_fps, segment_policy, fixed)
     if fixed:
         log.warning("%s: %d segment(s) outside [0, duration] were clipped or dropped "

@@ -74,6 +74,8 @@ class TALDataset(Dataset):
             raise DataError(f"{self.root / ANNOTATIONS_FILE}: {len(self.classes)} classes but "
                             f"data.num_classes={cfg.num_classes} (expected at most that many)")
         videos = self.annotations.subset(subset)
+        if training:
+            self._warn_untrained_classes(subset)
         self._feats: dict[str, np.ndarray] = {}
         self._load_all(videos, cache)
         self._targets = {v.video_id: self._to_snippets(v) for v in videos}
@@ -91,6 +93,15 @@ class TALDataset(Dataset):
         self.video_ids = [v.video_id for v in videos]
 
     # ----------------------------------------------------------------------- validation
+
+    def _warn_untrained_classes(self, subset: str) -> None:
+        """A class with no action in the training split (e.g. present only in the test
+        subset) gets a head trained on nothing: say so, naming it (once per dataset)."""
+        empty = self.annotations.classes_without_actions(subset)
+        if empty:
+            log.warning("%s: %d of %d classes have no action in the training split %r and "
+                        "will be learned from nothing: %s", self.root / ANNOTATIONS_FILE,
+                        len(empty), len(self.classes), subset, ", ".join(map(repr, empty)))
 
     def _check_manifest_geometry(self) -> None:
         m, cfg, where = self.manifest, self.cfg, self.root / MANIFEST_FILE

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,39 @@ import numpy as np
 from amnet.data.feature_set import FEATURE_SUFFIX
 from amnet.errors import DataError
 
-__all__ = ["feature_path", "load_feature_file", "read_header", "validate_features"]
+__all__ = ["check_plain_name", "check_video_id", "feature_path", "load_feature_file", "read_header",
+           "validate_features"]
 
 FLOAT_KINDS = ("f",)
 
 
-def feature_path(root: str | Path, video_id: str) -> Path:
+def check_plain_name(name: object, *, what: str, source: str | Path) -> str:
+    """``name`` if it can name a file directly inside a folder, else a :class:`DataError`
+    naming ``source`` (the file the name came from), ``what`` it is and the name.
+
+    The rule of :func:`amnet.io.safe_child` (no path separator, ``..``, leading ``/``, NUL or
+    other control character), checked on the name alone: names can be validated where they
+    are parsed, and a feature file may be a symlink into a shared store (DVC's cache).
+    """
+    if not isinstance(name, str) or not name:
+        raise DataError(f"{source}: {what} {name!r} must be a non-empty string")
+    if (name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name)
+            or any(ord(c) < 32 or c == "\x7f" for c in name)):
+        raise DataError(f"{source}: {what} {name!r} is not a plain file name (no path "
+                        "separators, '..', leading '/', NUL or control characters)")
+    return name
+
+
+def check_video_id(video_id: object, source: str | Path) -> str:
+    """:func:`check_plain_name` for a video id: ids become ``<root>/<video_id>.npy``, so an id
+    like ``../../x`` or ``/etc/x`` would read or write outside ``root``."""
+    return check_plain_name(video_id, what="video id", source=source)
+
+
+def feature_path(root: str | Path, video_id: str, *, source: str | Path | None = None) -> Path:
+    """``<root>/<video_id>.npy`` for a checked id (:func:`check_video_id`; errors name
+    ``source``, default ``root``)."""
+    check_video_id(video_id, source if source is not None else root)
     return Path(root) / f"{video_id}{FEATURE_SUFFIX}"
 
 

@@ -8,32 +8,28 @@ and DVC's hash of the folder changes only when the data does.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from amnet.data.annotations import AnnotationSet, load_annotations
 from amnet.data.feature_set import ANNOTATIONS_FILE, MANIFEST_FILE
-from amnet.data.features import feature_path, load_feature_file, read_header
+from amnet.data.features import (
+    check_plain_name,
+    check_video_id,
+    feature_path,
+    load_feature_file,
+    read_header,
+)
 from amnet.errors import DataError
+from amnet.io import dump_json, read_json_object, sha256_file
 
 __all__ = ["ANNOTATIONS_FILE", "MANIFEST_FILE", "MANIFEST_FORMAT", "check_video",
            "describe_features", "read_manifest", "verify_manifest", "write_manifest"]
 
 MANIFEST_FORMAT = "amnet-features/1"
 _REQUIRED = ("format", "feature_dim", "stride", "window", "classes", "annotations", "videos")
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def dump_json(obj: Any, path: Path) -> None:
-    """Deterministic JSON (sorted keys, fixed indent, trailing newline)."""
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def describe_features(path: Path, video_id: str, feature_dim: int | None = None
@@ -64,7 +60,7 @@ def write_manifest(root: str | Path, *, stride: int, window: int,
     videos: dict[str, Any] = {}
     dims = set()
     for vid, v in sorted(ann.videos.items()):
-        path = feature_path(root, vid)
+        path = feature_path(root, vid, source=ann.source)
         entry = (entries or {}).get(vid) or describe_features(path, vid, feature_dim)
         dims.add(entry["shape"][1])
         videos[vid] = {**entry, "file": path.name, "fps": v.fps, "subset": v.subset}
@@ -85,21 +81,9 @@ def write_manifest(root: str | Path, *, stride: int, window: int,
     return manifest
 
 
-def read_json_object(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``, or ``None`` when there is no such file (sidecar files)."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: unreadable JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def read_manifest(root: str | Path) -> dict[str, Any] | None:
-    """The manifest of ``root`` (checked for its fields), or ``None`` when there is none."""
+    """The manifest of ``root`` (checked for its fields and their types), or ``None`` when
+    there is none. Every file name in it must be a plain name inside ``root``."""
     path = Path(root) / MANIFEST_FILE
     m = read_json_object(path)
     if m is None:
@@ -109,13 +93,57 @@ def read_manifest(root: str | Path) -> dict[str, Any] | None:
             raise DataError(f"{path}: missing field {key!r}")
     if m["format"] != MANIFEST_FORMAT:
         raise DataError(f"{path}: field 'format' is {m['format']!r}, expected {MANIFEST_FORMAT!r}")
+    for key in ("feature_dim", "stride", "window"):
+        _whole(m[key], f"{path}", key)
+    classes = m["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        raise DataError(f"{path}: field 'classes' must be a list of class names, got "
+                        f"{_short(classes)}")
+    ann = m["annotations"]
+    if not isinstance(ann, dict) or not isinstance(ann.get("sha256"), str):
+        raise DataError(f"{path}: field 'annotations' must be an object with 'file' and "
+                        f"'sha256', got {_short(ann)}")
+    check_plain_name(ann.get("file"), what="field 'annotations.file'", source=path)
     if not isinstance(m["videos"], dict):
         raise DataError(f"{path}: field 'videos' must be an object video_id -> entry")
     for vid, e in m["videos"].items():
+        check_video_id(vid, f"{path}: 'videos'")
+        where = f"{path}: video {vid!r}"
+        if not isinstance(e, dict):
+            raise DataError(f"{where}: entry must be an object, got {_short(e)}")
         for key in ("file", "shape", "dtype", "sha256"):
-            if not isinstance(e, dict) or key not in e:
-                raise DataError(f"{path}: video {vid!r}: missing field {key!r}")
+            if key not in e:
+                raise DataError(f"{where}: missing field {key!r}")
+        check_plain_name(e["file"], what="field 'file'", source=where)
+        shape = e["shape"]
+        if (not isinstance(shape, list) or len(shape) != 2
+                or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in shape)):
+            raise DataError(f"{where}: field 'shape' must be [T, C] (two whole numbers), got "
+                            f"{_short(shape)}")
+        for key in ("dtype", "sha256"):
+            if not isinstance(e[key], str):
+                raise DataError(f"{where}: field {key!r} must be a string, got {_short(e[key])}")
+        if e.get("fps") is not None:
+            fps = e["fps"]
+            if (isinstance(fps, bool) or not isinstance(fps, int | float)
+                    or not math.isfinite(fps) or fps <= 0):
+                raise DataError(f"{where}: field 'fps' must be a positive number, got "
+                                f"{_short(fps)}")
     return m
+
+
+def _whole(value: Any, where: str, key: str) -> int:
+    """A manifest's snippet geometry: a whole number >= 1 (JSON ints only, not "4" or 4.0)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DataError(f"{where}: field {key!r} must be a whole number >= 1, got "
+                        f"{_short(value)}")
+    return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters (a hostile file may hold a huge value)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def check_video(manifest: dict[str, Any], root: Path, video_id: str, shape: tuple[int, ...],
@@ -144,13 +172,13 @@ def verify_manifest(root: str | Path, *, checksums: bool = True) -> dict[str, An
     if m is None:
         raise DataError(f"{root}: no {MANIFEST_FILE} (expected a prepared feature set; "
                         "run `amnet features`)")
-    ann_path = root / m["annotations"]["file"]
+    ann_path = root / m["annotations"]["file"]  # a plain name: checked by read_manifest
     if not ann_path.is_file():
         raise DataError(f"{root / MANIFEST_FILE}: annotation file {ann_path} is missing")
     if checksums and sha256_file(ann_path) != m["annotations"]["sha256"]:
         raise DataError(f"{ann_path}: changed since {root / MANIFEST_FILE} was written")
     for vid, e in sorted(m["videos"].items()):
-        path = root / e["file"]
+        path = root / e["file"]  # a plain name inside root: checked by read_manifest
         shape, dtype = read_header(path, vid)
         sha = None
         if checksums:

@@ -51,7 +51,6 @@ sequence context (a whole action, the video's venue, start/end phases) makes it 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -60,8 +59,10 @@ from pathlib import Path
 import numpy as np
 
 from amnet.config import SyntheticConfig
+from amnet.data.features import feature_path
 from amnet.data.manifest import ANNOTATIONS_FILE, write_manifest
 from amnet.data.timing import snippet_to_seconds
+from amnet.io import dump_json
 
 __all__ = ["THUMOS14", "SyntheticVideo", "generate_synthetic", "sample_layout"]
 
@@ -261,15 +262,13 @@ def generate_synthetic(cfg: SyntheticConfig, out_dir: str | Path, *, stride: int
     for n, v in enumerate(sample_layout(cfg, stride=stride, window=window)):
         rng = np.random.default_rng([cfg.seed, 3, n])
         feats = _features(cfg, world, v, rng, stride, window)
-        np.save(out / f"{v.video_id}.npy", feats, allow_pickle=False)
+        np.save(feature_path(out, v.video_id), feats, allow_pickle=False)
         db[v.video_id] = {
             "subset": v.subset, "duration": round(v.duration, 4), "fps": cfg.fps,
             "annotations": [{"label": names[k], "segment": [float(s), float(e)],
                              "label_id": int(k)}
                             for (s, e), k in zip(v.segments, v.labels, strict=True)]}
-    (out / ANNOTATIONS_FILE).write_text(
-        json.dumps({"version": "amnet-synthetic-1", "database": db}, indent=1, sort_keys=True)
-        + "\n", encoding="utf-8")
+    dump_json({"version": "amnet-synthetic-1", "database": db}, out / ANNOTATIONS_FILE)
     write_manifest(out, stride=stride, window=window, classes=names,
                    source={"kind": "synthetic", "generator": "amnet.data.synthetic",
                            "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}})

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from amnet.config import ExtractConfig
+from amnet.data.features import check_plain_name
 from amnet.errors import ConfigError, DataError
 from amnet.extract.i3d import I3D, file_sha256, load_i3d
 from amnet.extract.video import (
@@ -41,6 +42,7 @@ from amnet.extract.video import (
     iter_windows,
     probe_video,
 )
+from amnet.io import safe_child
 from amnet.progress import progress
 
 __all__ = ["MANIFEST", "EncoderInfo", "ExtractionReport", "VideoFeatures", "build_encoder",
@@ -278,6 +280,27 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     return data
 
 
+def _npy(out_dir: Path, vid: str) -> Path:
+    """``<out_dir>/<vid>.npy``, refusing an id that would name a file elsewhere."""
+    return safe_child(out_dir, f"{vid}.npy", what=f"feature file of video {vid!r}",
+                      source=out_dir)
+
+
+def _own_file(out_dir: Path, entry: dict[str, Any], vid: str) -> Path:
+    """The feature file a (previous) manifest entry names, which this stage may delete or
+    overwrite: only a plain file name inside ``out_dir`` is accepted (a hostile
+    ``"file": "../victim.txt"`` or an absolute path is a :class:`DataError` naming the
+    manifest and the video, raised before anything is touched)."""
+    where = out_dir / MANIFEST
+    if not isinstance(entry, dict):
+        raise DataError(f"{where}: video {vid!r}: entry must be an object, got "
+                        f"{type(entry).__name__}")
+    if vid:
+        check_plain_name(vid, what="video id", source=where)
+    name = entry.get("file", f"{vid}.npy")
+    return safe_child(out_dir, name, what=f"video {vid!r}: field 'file'", source=where)
+
+
 def _atomic_write_bytes(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -311,7 +334,7 @@ def _is_cached(entry: dict[str, Any] | None, path: Path, key: str, out_dir: Path
     st = path.stat()
     if src.get("size") != st.st_size:
         return False
-    npy = out_dir / entry.get("file", "")
+    npy = _own_file(out_dir, entry, "")
     if not npy.is_file() or file_sha256(npy) != entry.get("sha256"):
         return False
     if src.get("mtime_ns") != st.st_mtime_ns:
@@ -343,6 +366,11 @@ def run_extraction(cfg: ExtractConfig, *, force: bool = False,
     start = time.perf_counter()
     videos = list_videos(cfg.video_dir, cfg.extensions)
     out_dir = Path(cfg.out_dir)
+    for vid in videos:
+        _npy(out_dir, vid)  # a file name that cannot be an id: refused before any work
+    old = read_manifest(out_dir)
+    for vid, entry in old["videos"].items():  # what it names is deleted or trusted below
+        _own_file(out_dir, entry, vid)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, info = encoder if encoder is not None else build_encoder(cfg)
     device = resolve_device(cfg.device)
@@ -350,7 +378,6 @@ def run_extraction(cfg: ExtractConfig, *, force: bool = False,
 
     settings = _settings(cfg)
     key = _cache_key(settings, info)
-    old = read_manifest(out_dir)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "snippet_seconds": "(i * stride + window / 2) / fps",
@@ -365,7 +392,7 @@ def run_extraction(cfg: ExtractConfig, *, force: bool = False,
 
     for vid, entry in old["videos"].items():  # drop features of videos that are gone
         if vid not in videos:
-            (out_dir / entry.get("file", f"{vid}.npy")).unlink(missing_ok=True)
+            _own_file(out_dir, entry, vid).unlink(missing_ok=True)
             report.removed.append(vid)
             log.info("removed features of %s (no longer in %s)", vid, cfg.video_dir)
 
@@ -377,7 +404,7 @@ def run_extraction(cfg: ExtractConfig, *, force: bool = False,
             report.cached.append(vid)
         else:
             # stale features (other settings/weights/bytes) must not outlive their manifest entry
-            (out_dir / f"{vid}.npy").unlink(missing_ok=True)
+            _npy(out_dir, vid).unlink(missing_ok=True)
             todo.append((vid, path))
     log.info("%d videos in %s: %d cached, %d to extract", len(videos), cfg.video_dir,
              len(report.cached), len(todo))
@@ -425,7 +452,7 @@ def _extract_one(vid: str, path: Path, model: I3D, cfg: ExtractConfig, device: t
     if res.padded:
         log.warning("%s: %d frames at %g fps is shorter than one window (%d): one snippet, "
                     "padded with the last frame", vid, res.n_frames, cfg.fps, cfg.window)
-    npy = out_dir / f"{vid}.npy"
+    npy = _npy(out_dir, vid)
     _atomic_write_bytes(npy, lambda f: np.save(f, res.features))
     st = path.stat()
     return {

@@ -216,3 +216,20 @@ def test_input_not_mutated() -> None:
     before = copy.deepcopy(db)
     parse_annotations(dump(db))
     assert db == before
+
+
+@pytest.mark.parametrize("vid", ["../../x", "/etc/passwd", "a/b", "a\\b", "a\x00b", "a\nb",
+                                 "..", "."])
+def test_video_id_that_could_leave_a_folder_is_refused(vid: str) -> None:
+    """Ids become ``<root>/<id>.npy``: separators, '..', '/', NUL, control characters."""
+    text = json.dumps({"database": {vid: video()}})
+    with pytest.raises(DataError, match=r"gt\.json: 'database': video id .* is not a plain file "
+                                        r"name"):
+        parse_annotations(text, source="gt.json")
+
+
+def test_classes_without_training_actions() -> None:
+    db = {"a": video(anns=[("Jump", 1.0, 2.0)]), "b": video("Test", anns=[("Throw", 1.0, 2.0)])}
+    ann = parse_annotations(json.dumps({"database": db}))
+    assert ann.classes_without_actions("Validation") == ["Throw"]
+    assert ann.classes_without_actions("Test") == ["Jump"]

@@ -215,3 +215,14 @@ def test_dataloader(tiny_set: Path, data_cfg: DataConfig) -> None:
         ds, batch_size=2, collate_fn=lambda b: collate(b, max_len=data_cfg.max_seq_len))
     (batch,) = list(loader)
     assert batch["feats"].shape == (2, 8, 32) and batch["mask"].all()
+
+
+def test_label_only_in_the_test_subset_warns_once_naming_it(
+        tmp_path: Path, data_cfg: DataConfig, caplog: pytest.LogCaptureFixture) -> None:
+    db = {"a": video(), "c": video("Test", anns=[("Dive", 2.0, 6.0), ("Jump", 8.0, 9.0)])}
+    root = write_set(tmp_path / "s", db)
+    with caplog.at_level(logging.WARNING):
+        TALDataset(data_cfg, "Validation", training=True, root=root)
+        TALDataset(data_cfg, "Test", training=False, root=root)  # no training: no warning
+    msgs = [r.getMessage() for r in caplog.records if "learned from nothing" in r.getMessage()]
+    assert len(msgs) == 1 and "'Dive'" in msgs[0] and "'Validation'" in msgs[0], msgs

@@ -90,3 +90,13 @@ def test_only_split_files_are_checked(tmp_path: Path, data_cfg: DataConfig) -> N
     assert len(TALDataset(data_cfg, "Validation", training=True, root=root)) == 1
     with pytest.raises(DataError, match="video 't'"):
         TALDataset(data_cfg, "Test", training=False, root=root)
+
+
+@pytest.mark.parametrize("vid", ["../x", "/abs/x", "a/b", "nul\x00", "tab\t", ""])
+def test_feature_path_refuses_ids_that_leave_the_folder(tmp_path: Path, vid: str) -> None:
+    from amnet.data.features import feature_path
+
+    with pytest.raises(DataError, match=r"gt\.json: video id"):
+        feature_path(tmp_path, vid, source="gt.json")
+    assert feature_path(tmp_path, "video_validation_0000051") == (
+        tmp_path / "video_validation_0000051.npy")

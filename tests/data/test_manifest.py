@@ -77,3 +77,34 @@ def test_mixed_dimensions_refused(tmp_path: Path) -> None:
                      feats={"b": np.ones((99, 6), np.float32)})
     with pytest.raises(DataError, match=r"different dimensions \[6, 8\]"):
         write_manifest(root, stride=2, window=4)
+
+
+@pytest.mark.parametrize(("edit", "expect"), [
+    (lambda m: m.update(stride="4"), r"field 'stride' must be a whole number >= 1, got '4'"),
+    (lambda m: m.update(window=4.0), r"field 'window' must be a whole number >= 1, got 4.0"),
+    (lambda m: m.update(feature_dim=True), r"field 'feature_dim' must be a whole number"),
+    (lambda m: m["videos"]["a"].update(fps="fast"),
+     r"video 'a': field 'fps' must be a positive number, got 'fast'"),
+    (lambda m: m["videos"]["a"].update(file="../victim.npy"),
+     r"video 'a': field 'file' '\.\./victim\.npy' is not a plain file name"),
+    (lambda m: m["videos"]["a"].update(file="/etc/passwd"), r"is not a plain file name"),
+    (lambda m: m["annotations"].update(file="../gt.json"),
+     r"field 'annotations\.file' '\.\./gt\.json' is not a plain file name"),
+    (lambda m: m["videos"].update({"../x": m["videos"]["a"]}),
+     r"'videos': video id '\.\./x' is not a plain file name"),
+    (lambda m: m["videos"]["a"].update(shape=[99]), r"field 'shape' must be \[T, C\]"),
+    (lambda m: m.update(classes="Jump"), r"field 'classes' must be a list of class names"),
+])
+def test_manifest_field_types_and_names(prepared: Path, edit, expect: str) -> None:
+    m = json.loads((prepared / "manifest.json").read_text())
+    edit(m)
+    (prepared / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DataError, match=expect):
+        read_manifest(prepared)
+
+
+def test_manifest_with_duplicate_keys_is_refused(prepared: Path) -> None:
+    text = (prepared / "manifest.json").read_text()
+    (prepared / "manifest.json").write_text(text.replace('{', '{"stride": 4, ', 1))
+    with pytest.raises(DataError, match=r"duplicate key 'stride'"):
+        read_manifest(prepared)

@@ -226,3 +226,31 @@ def test_unreadable_manifest_means_extract_again(make_video, tmp_path):
     (Path(cfg.out_dir) / "manifest.json").write_text("{not json")
     assert run_extraction(cfg).extracted == ["a"]
     assert read_manifest(cfg.out_dir)["videos"]["a"]["n_snippets"] == 6
+
+
+@pytest.mark.parametrize(("entry_file", "vid", "expect"), [
+    ("../victim.txt", "gone", r"video 'gone': field 'file' '\.\./victim\.txt' is not a plain"),
+    ("ABS", "gone", r"video 'gone': field 'file' '/.*victim\.txt' is not a plain file name"),
+    ("x.npy", "../../x", r"video id '\.\./\.\./x' is not a plain file name"),
+])
+def test_manifest_entries_never_delete_outside_out_dir(tmp_path, entry_file, vid, expect):
+    """A hostile manifest.json names a file outside out_dir for a video that is gone: refused
+    before anything is deleted (it used to unlink the victim)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "videos").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    name = str(victim) if entry_file == "ABS" else entry_file
+    (out / "manifest.json").write_text(json.dumps(
+        {"format": "amnet-extract/1", "skipped": [], "videos": {vid: {"file": name}}}))
+    with pytest.raises(DataError, match=expect):
+        run_extraction(config(tmp_path))
+    assert victim.read_text() == "precious"
+
+
+def test_video_file_name_that_cannot_be_an_id(tmp_path):
+    garbage(tmp_path / "videos" / "a\nb.mp4")
+    with pytest.raises(DataError, match=r"feature file of video 'a\\nb'.*not a plain file name"):
+        run_extraction(config(tmp_path))
+    assert not (tmp_path / "out").exists()  # refused before anything is created
