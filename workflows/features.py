@@ -6,6 +6,11 @@
   each file when the filesystem allows it and copying otherwise (logged, and recorded in the
   manifest as ``source.transfer``).
 
+A release tracked by DVC (``dvc add`` or ``dvc import-url`` of ``data.release_dir`` /
+``data.release_annotations``, README "Share data") has a ``<name>.dvc`` file beside it; the
+import then first checks the files against the checksum recorded there and refuses a release
+that changed (naming the changed files when DVC's cache holds the recorded listing).
+
 Either way ``data.root`` ends up with ``<video>.npy`` + ``annotations.json`` +
 ``manifest.json``. The folder is built beside ``data.root`` and swapped in only when complete,
 so a failed run never leaves a half-written set behind. Files in ``data.root`` may be hardlinks
@@ -18,6 +23,8 @@ Usage: ``amnet features -p params/default.yaml [-s key=value ...]`` or
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -26,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from amnet.config import Config, load_config
 from amnet.data.annotations import AnnotationSet, load_annotations
@@ -35,7 +43,8 @@ from amnet.data.synthetic import generate_synthetic
 from amnet.errors import ConfigError, DataError
 from workflows.cli import add_config_arguments
 
-__all__ = ["add_arguments", "prepare_features", "run", "summarize"]
+__all__ = ["add_arguments", "check_release_checksum", "dvc_md5", "prepare_features", "run",
+           "summarize"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +125,8 @@ def _import_release(cfg: Config, out: Path) -> None:
     src = Path(d.release_dir)
     if not src.is_dir():
         raise DataError(f"data.release_dir: feature folder not found: {src}")
+    for key in ("release_dir", "release_annotations"):
+        check_release_checksum(Path(getattr(d, key)), what=f"data.{key}")
     ann = load_annotations(d.release_annotations, default_fps=d.default_fps,
                            segment_policy=d.segment_policy)
     missing = [v for v in sorted(ann.videos)
@@ -151,6 +162,77 @@ def _import_release(cfg: Config, out: Path) -> None:
                    source={"kind": "release", "release_dir": d.release_dir,
                            "release_annotations": d.release_annotations, "transfer": transfer,
                            "hardlinked": modes["hardlink"], "copied": modes["copy"]})
+
+
+# --------------------------------------------------------------------------- release checksums
+
+def _md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dir_entries(path: Path) -> list[dict[str, str]]:
+    return [{"md5": _md5_file(p), "relpath": p.relative_to(path).as_posix()}
+            for p in path.rglob("*") if p.is_file()]
+
+
+def dvc_md5(path: Path) -> str:
+    """The checksum DVC 3 records for ``path`` in a ``.dvc`` file: the file's md5, or for a
+    folder the md5 of its listing (JSON of ``{"md5", "relpath"}`` sorted by relpath, keys
+    sorted) followed by ``.dir``."""
+    if path.is_file():
+        return _md5_file(path)
+    listing = sorted(_dir_entries(path), key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def _recorded_listing(dvc_file: Path, md5: str) -> dict[str, str] | None:
+    """The per-file md5s of a folder checksum, from the DVC cache of the repo holding
+    ``dvc_file`` (None when that cache does not have it)."""
+    for parent in dvc_file.resolve().parents:
+        obj = parent / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+        if (parent / ".dvc").is_dir():
+            if not obj.is_file():
+                return None
+            try:
+                return {e["relpath"]: e["md5"] for e in json.loads(obj.read_text())}
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
+def check_release_checksum(path: Path, *, what: str = "release") -> str | None:
+    """Compare ``path`` with the checksum in ``<path>.dvc`` beside it (written by ``dvc add`` /
+    ``dvc import-url``); no ``.dvc`` file, no check. Returns the checksum checked, raises
+    DataError when the bytes differ (a release must never change under a feature set)."""
+    dvc_file = path.with_name(path.name + ".dvc")
+    if not dvc_file.is_file():
+        return None
+    try:
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
+        want = str(outs[0]["md5"])
+    except (yaml.YAMLError, AttributeError, IndexError, KeyError, TypeError):
+        raise DataError(f"{dvc_file}: not a DVC file with an output md5") from None
+    got = dvc_md5(path)
+    if got == want:
+        log.info("%s %s matches %s (%s)", what, path, dvc_file.name, want)
+        return want
+    detail = ""
+    listing = _recorded_listing(dvc_file, want) if want.endswith(".dir") else None
+    if listing is not None:
+        now = {e["relpath"]: e["md5"] for e in _dir_entries(path)}
+        changed = sorted(k for k in listing.keys() & now.keys() if listing[k] != now[k])
+        parts = [f"{label} {names[:5]}" for label, names in (
+            ("changed", changed), ("missing", sorted(listing.keys() - now.keys())),
+            ("new", sorted(now.keys() - listing.keys()))) if names]
+        detail = "; " + ", ".join(parts)
+    raise DataError(f"{what} {path} no longer matches {dvc_file} (md5 {got} != {want}{detail}). "
+                    f"Restore it (`dvc checkout {dvc_file}` or `dvc pull {dvc_file}`) or, if the "
+                    f"release really changed, record it (`dvc add {path}` / `dvc update "
+                    f"{dvc_file}`) and commit the .dvc file")
 
 
 def summarize(root: str | Path, cfg: Config) -> dict[str, dict[str, float]]:
