@@ -108,12 +108,20 @@ def test_cluster_files_are_valid_and_match_the_cluster_preset() -> None:
                   if "persistentVolumeClaim" in v}
         assert claims == {pvc["metadata"]["name"]}
         for path in (cfg.data.root, cfg.ray.storage_path):  # shared by every node
+            # a relative data.root is the DVC output inside the repo that
+            # workflows/cluster/pull_features.sh checks out on the shared volume
+            path = path if path.startswith("/") else f"/mnt/cluster_storage/amnet/repo/{path}"
             assert any(path.startswith(m + "/") for m in mounts), path
         assert {c["image"] for c in pod["containers"]} == {aws["docker"]["image"]}
     gpus = [int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
             for g in rc["spec"]["workerGroupSpecs"]]
     assert cfg.ray.use_gpu and max(gpus) >= cfg.sweep.workers_per_trial
     assert any("/mnt/cluster_storage" in o for o in aws["docker"]["run_options"])
+    # the head puts the hash-checked feature set there before any job runs
+    assert any("pull_features.sh" in c for c in aws["head_setup_commands"])
+    init = rc["spec"]["headGroupSpec"]["template"]["spec"]["initContainers"]
+    assert any("pull_features.sh" in " ".join(c["command"]) for c in init)
+    assert (REPO / "workflows" / "cluster" / "pull_features.sh").is_file()
 
 
 def test_ray_address_connects_to_the_running_cluster(base_cfg: Config, ray_cluster: None) -> None:
