@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from amnet.config import InferConfig
-from amnet.inference import _soft_nms_batched, soft_nms
+from amnet.inference import soft_nms
+from amnet.inference.nms import _soft_nms_batched
 
 
 def make_video(rng: np.random.Generator, n: int, n_classes: int

@@ -15,8 +15,6 @@ from amnet.errors import ConfigError, DataError, PredictionError
 from amnet.evaluation.map import evaluate_detections
 from amnet.inference import (
     Detections,
-    _nms_per_video,
-    _soft_nms_batched,
     confidence,
     decode_segments,
     load_video_scores,
@@ -24,6 +22,8 @@ from amnet.inference import (
     soft_nms,
     to_results_json,
 )
+from amnet.inference.nms import _soft_nms_batched
+from amnet.inference.postprocess import _nms_per_video
 from amnet.model.output import ModelOutput
 
 # --------------------------------------------------------------------------- reference
