@@ -392,14 +392,10 @@ EVAL = [
          ("nope.json", "not found")),
     Case("eval-gt-duplicate-key",
          lambda w: w.eval(gt=twice("database", "v", GT_V)),
-         (GT, "duplicate"),
-         xfail="amnet/evaluation/map.py reads GT with json.load: a repeated video id "
-               "silently keeps the last (owned by the evaluation refactor)"),
+         (GT, "duplicate")),
     Case("eval-pred-duplicate-key",
          lambda w: w.eval(pred=twice("results", "v", json.dumps(PRED_OK))),
-         (PRED, "duplicate"),
-         xfail="amnet/evaluation/map.py reads predictions with json.load: a repeated video "
-               "id silently keeps the last (owned by the evaluation refactor)"),
+         (PRED, "duplicate")),
 ]
 
 MODELS = [

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from amnet.config import load_config
-from amnet.errors import AmnetError, ConfigError, DataError, PredictionError
+from amnet.errors import ConfigError, DataError, PredictionError
+from amnet.evaluation.parse import load_json
 from amnet.io import read_json
 from workflows.cli import add_config_arguments
 
@@ -47,18 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=20, metavar="K",
                         help="predictions drawn on the timeline (default: %(default)s)")
     add_config_arguments(parser)
-
-
-def _load_json(path: str | Path, what: str, error: type[AmnetError]) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} file not found: {path}")
-    try:
-        return read_json(path)
-    except DataError as e:  # the caller's error kind, amnet.io's message (names the file)
-        raise error(str(e)) from None
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: not a UTF-8 text file ({e.reason})") from None
 
 
 def _names(args: argparse.Namespace) -> list[str]:
@@ -106,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ConfigError(f"--top-k: must be >= 1, got {args.top_k}")
     names = _names(args)
-    gt = _load_json(args.gt, "ground truth", DataError)
+    gt = load_json(args.gt, "ground truth", DataError)
     runs: dict[str, Any] = {}
     for name, path in zip(names, [args.pred, *args.compare], strict=True):
-        preds = _load_json(path, "predictions", PredictionError)
+        preds = load_json(path, "predictions", PredictionError)
         try:  # validate here so that an error names the file it comes from
             load_detections(gt, preds, subset=subset)
         except PredictionError as e:

@@ -9,7 +9,7 @@ from amnet.evaluation.map import (
     evaluate_files,
     is_thumos_style,
 )
-from amnet.evaluation.tiou import pairwise_tiou, segment_tiou
+from amnet.evaluation.tiou import one_vs_many_tiou, pairwise_tiou
 
 __all__ = [
     "ANET_TIOU",
@@ -19,6 +19,6 @@ __all__ = [
     "evaluate_detections",
     "evaluate_files",
     "is_thumos_style",
+    "one_vs_many_tiou",
     "pairwise_tiou",
-    "segment_tiou",
 ]

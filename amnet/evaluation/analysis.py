@@ -45,14 +45,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from amnet.errors import ConfigError, DataError, PredictionError
+from amnet.errors import ConfigError, DataError
+from amnet.evaluation.parse import parse_ground_truth, parse_predictions
 from amnet.evaluation.tiou import pairwise_tiou
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ DISPLAY_NAMES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Instances:
-    """A flat table of segments: ``video`` and ``label`` index into :class:`Detections`."""
+    """A flat table of segments: ``video`` and ``label`` index into :class:`AnalysisSet`."""
 
     video: np.ndarray      # (N,) int64
     segments: np.ndarray   # (N, 2) float64, seconds
@@ -92,7 +92,7 @@ class Instances:
 
 
 @dataclass(frozen=True)
-class Detections:
+class AnalysisSet:
     """Ground truth of one subset and the predictions to analyse, as index arrays.
 
     ``videos[:n_subset_videos]`` are the subset's videos; any after them are videos that have
@@ -113,7 +113,7 @@ class Detections:
         """(C,) number of ground-truth instances of each class."""
         return np.bincount(self.gt.label, minlength=len(self.classes))
 
-    def with_predictions(self, idx: np.ndarray) -> Detections:
+    def with_predictions(self, idx: np.ndarray) -> AnalysisSet:
         return dataclasses.replace(self, pred=self.pred.take(idx))
 
     def results(self, keep: np.ndarray | None = None) -> dict[str, Any]:
@@ -130,114 +130,64 @@ class Detections:
         return {"results": out}
 
 
-def _real(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
-
-
-def _segment(value: Any, where: str, error: type[Exception]) -> tuple[float, float]:
-    if not isinstance(value, list | tuple) or len(value) != 2 or not all(map(_real, value)):
-        raise error(f"{where}: 'segment' must be [start, end] in seconds, got {value!r}")
-    s, e = float(value[0]), float(value[1])
-    if not (math.isfinite(s) and math.isfinite(e)) or e < s:
-        raise error(f"{where}: 'segment' must be finite with start <= end, got {value!r}")
-    return s, e
-
-
 def load_detections(gt: Mapping[str, Any], preds: Mapping[str, Any], *,
                     subset: str = "Test", lenient: bool = False,
-                    keep_unknown_labels: bool = False) -> Detections:
+                    keep_unknown_labels: bool = False) -> AnalysisSet:
     """Parse an ActivityNet-style annotation dict and a results dict into index arrays.
 
     ``gt``: ``{"database": {video: {"subset", "duration", "annotations": [{"label",
     "segment"}]}}}``; ``preds``: ``{"results": {video: [{"label", "score", "segment"}]}}``.
-    The rules follow :mod:`amnet.evaluation.map`, so both count the same false positives:
-    ``subset`` is matched case-insensitively; predictions on videos outside the subset are
-    kept (false positives, DETAD's background); predictions whose label the ground truth uses
-    only outside the subset are dropped (no class to score; top-10G keeps none of them);
-    a label the ground truth never uses raises :class:`PredictionError` unless ``lenient``
-    (then dropped). ``keep_unknown_labels`` keeps every label (extra classes with G = 0), for
-    drawing a timeline.
+    Parsed by :mod:`amnet.evaluation.parse`, as :mod:`amnet.evaluation.map` does, so both count
+    the same false positives: ``subset`` is matched case-insensitively; predictions on videos
+    outside the subset are kept (false positives, DETAD's background); predictions whose label
+    the ground truth uses only outside the subset are dropped (no class to score; top-10G keeps
+    none of them); a label the ground truth never uses raises :class:`PredictionError` unless
+    ``lenient`` (then dropped). ``keep_unknown_labels`` keeps every label (extra classes with
+    G = 0), for drawing a timeline. Reversed segments are refused even when ``lenient``.
 
     Raises :class:`DataError` / :class:`PredictionError` naming the video, entry and field.
     """
-    db = gt.get("database") if isinstance(gt, Mapping) else None
-    if not isinstance(db, Mapping):
-        raise DataError("ground truth: expected a mapping with a 'database' of videos")
-    want = str(subset).lower()
-    videos: list[str] = []
-    durations: list[float] = []
-    rows: list[tuple[int, float, float, str]] = []
-    all_labels: set[str] = set()
-    for vid, v in db.items():
-        if not isinstance(v, Mapping):
-            raise DataError(f"ground truth video {vid!r}: expected a mapping, "
-                            f"got {type(v).__name__}")
-        anns = v.get("annotations", [])
-        if not isinstance(anns, list):
-            raise DataError(f"ground truth video {vid!r}: 'annotations' must be a list")
-        in_subset = str(v.get("subset", "")).lower() == want
-        if in_subset:
-            videos.append(str(vid))
-            dur = v.get("duration")
-            durations.append(float(dur) if _real(dur) else math.nan)
-        for k, ann in enumerate(anns):
-            where = f"ground truth video {vid!r} annotation {k}"
-            if not isinstance(ann, Mapping) or not isinstance(ann.get("label"), str):
-                raise DataError(f"{where}: expected a mapping with a string 'label'")
-            s, e = _segment(ann.get("segment"), where, DataError)
-            all_labels.add(ann["label"])
-            if in_subset:
-                rows.append((len(videos) - 1, s, e, ann["label"]))
-    if not videos:
-        found = sorted({str(v.get("subset")) for v in db.values() if isinstance(v, Mapping)})
-        raise DataError(f"ground truth: no video in subset {subset!r} (subsets present: {found})")
+    g = parse_ground_truth(gt, subset)
+    videos = list(g.videos)
     n_subset = len(videos)
-    classes = sorted({r[3] for r in rows})
+    durations = [g.durations[v] for v in videos]
+    classes = sorted(g.classes)
     cidx = {c: i for i, c in enumerate(classes)}
-    vidx = {v: i for i, v in enumerate(videos)}
-    gt_inst = Instances(
-        video=np.array([r[0] for r in rows], dtype=np.int64),
-        segments=np.array([r[1:3] for r in rows], dtype=np.float64).reshape(-1, 2),
-        label=np.array([cidx[r[3]] for r in rows], dtype=np.int64),
-        score=np.ones(len(rows)))
+    to_sorted = np.array([cidx[c] for c in g.classes], dtype=np.int64)
+    gt_inst = Instances(video=g.video, segments=g.segments,
+                        label=to_sorted[g.labels] if len(g.labels) else g.labels,
+                        score=np.ones(len(g.labels)))
 
-    res = preds.get("results") if isinstance(preds, Mapping) else None
-    if not isinstance(res, Mapping):
-        raise PredictionError("predictions: expected a mapping with 'results' of videos")
-    p_rows: list[tuple[int, float, float, int, float]] = []
-    dropped = skipped = 0
-    for vid, entries in res.items():
-        if not isinstance(entries, list):
-            raise PredictionError(f"predictions video {vid!r}: expected a list of detections")
-        for k, d in enumerate(entries):
-            where = f"predictions video {vid!r} entry {k}"
-            if not isinstance(d, Mapping) or not isinstance(d.get("label"), str):
-                raise PredictionError(f"{where}: expected a mapping with a string 'label'")
-            score = d.get("score")
-            if not _real(score) or not math.isfinite(score):
-                raise PredictionError(f"{where}: 'score' must be a finite number, got {score!r}")
-            s, e = _segment(d.get("segment"), where, PredictionError)
-            label = d["label"]
-            if label not in cidx:
-                if keep_unknown_labels:
-                    cidx[label] = len(classes)
-                    classes.append(label)
-                elif label in all_labels:
-                    dropped += 1
-                    continue
-                elif lenient:
-                    skipped += 1
-                    continue
-                else:
-                    raise PredictionError(f"{where}: label {label!r} is not a class of the "
-                                          "ground truth (use --lenient to skip such rows)")
-            if vid not in vidx:
-                vidx[vid] = len(videos)
-                videos.append(str(vid))
-                dur = db.get(vid, {}).get("duration") if isinstance(db.get(vid), Mapping) \
-                    else None
-                durations.append(float(dur) if _real(dur) else math.nan)
-            p_rows.append((vidx[vid], s, e, cidx[label], float(score)))
+    strict = not (lenient or keep_unknown_labels)
+    p = parse_predictions(preds, known=g.label_index if strict else None, allow_reversed=False)
+    # label → class index; -1: dropped (a GT label outside the subset); -2: skipped (unknown,
+    # lenient). Filled in row order, so extra classes (keep_unknown_labels) keep file order.
+    code: dict[str, int] = {}
+
+    def label_code(label: str) -> int:
+        if label not in code:
+            if label in cidx:
+                code[label] = cidx[label]
+            elif keep_unknown_labels:
+                cidx[label] = code[label] = len(classes)
+                classes.append(label)
+            else:
+                code[label] = -1 if label in g.label_index else -2
+        return code[label]
+
+    label = np.fromiter(map(label_code, p.labels), dtype=np.int64, count=len(p))
+    dropped, skipped = int((label == -1).sum()), int((label == -2).sum())
+    keep = label >= 0
+    # Subset videos keep their index; others with a kept row follow in file order.
+    video_code = np.full(len(p.video_ids), -1, dtype=np.int64)
+    has_kept = np.bincount(p.video[keep], minlength=len(p.video_ids)) > 0
+    for k, vid in enumerate(p.video_ids):
+        if vid in g.videos:
+            video_code[k] = g.videos[vid]
+        elif has_kept[k]:
+            video_code[k] = len(videos)
+            videos.append(vid)
+            durations.append(g.durations.get(vid, math.nan))
     if len(videos) > n_subset:
         log.info("predictions: %d video(s) outside subset %r; their detections are false "
                  "positives", len(videos) - n_subset, subset)
@@ -247,12 +197,10 @@ def load_detections(gt: Mapping[str, Any], preds: Mapping[str, Any], *,
     if skipped:
         log.warning("lenient: skipped %d detection(s) whose label is not a ground-truth class",
                     skipped)
-    pred_inst = Instances(
-        video=np.array([r[0] for r in p_rows], dtype=np.int64),
-        segments=np.array([r[1:3] for r in p_rows], dtype=np.float64).reshape(-1, 2),
-        label=np.array([r[3] for r in p_rows], dtype=np.int64),
-        score=np.array([r[4] for r in p_rows], dtype=np.float64))
-    return Detections(subset, videos, n_subset, classes, np.array(durations), gt_inst, pred_inst)
+    pred_inst = Instances(video=video_code[p.video[keep]], segments=p.segments[keep],
+                          label=label[keep], score=p.scores[keep])
+    return AnalysisSet(subset, videos, n_subset, classes, np.array(durations), gt_inst,
+                       pred_inst)
 
 
 # --------------------------------------------------------------------------- matching
@@ -271,7 +219,7 @@ def score_order(pred: Instances) -> np.ndarray:
     return np.argsort(-pred.score, kind="stable")
 
 
-def match_predictions(det: Detections, tiou: Sequence[float] | float) -> np.ndarray:
+def match_predictions(det: AnalysisSet, tiou: Sequence[float] | float) -> np.ndarray:
     """ActivityNet matching (rule 2) at each threshold → (T, P) ground-truth index or -1.
 
     Matching is independent across videos, so each video is solved on its own tIoU matrix;
@@ -299,7 +247,7 @@ def match_predictions(det: Detections, tiou: Sequence[float] | float) -> np.ndar
     return out
 
 
-def classify_predictions(det: Detections, tiou: float = 0.5, *, min_tiou: float = 0.1,
+def classify_predictions(det: AnalysisSet, tiou: float = 0.5, *, min_tiou: float = 0.1,
                          matched: np.ndarray | None = None) -> np.ndarray:
     """(P,) code per prediction: :data:`TRUE_POSITIVE` or an :data:`ERROR_CODES` value (rule 3).
 
@@ -328,7 +276,7 @@ def classify_predictions(det: Detections, tiou: float = 0.5, *, min_tiou: float 
     return codes
 
 
-def class_rank(det: Detections) -> np.ndarray:
+def class_rank(det: AnalysisSet) -> np.ndarray:
     """(P,) 0-based rank of each prediction among its class's predictions, by score."""
     order = score_order(det.pred)
     order = order[np.argsort(det.pred.label[order], kind="stable")]
@@ -338,7 +286,7 @@ def class_rank(det: Detections) -> np.ndarray:
     return rank
 
 
-def limit_predictions(det: Detections, limit_factor: int = 10) -> Detections:
+def limit_predictions(det: AnalysisSet, limit_factor: int = 10) -> AnalysisSet:
     """Keep each class's ``limit_factor · G_c`` highest-scored predictions (rule 1)."""
     if limit_factor < 1:
         raise ConfigError(f"limit_factor must be >= 1, got {limit_factor}")
@@ -389,7 +337,7 @@ class FPAnalysis:
         }
 
 
-def fp_profile(det: Detections, codes: np.ndarray, limit_factor: int) -> list[dict[str, Any]]:
+def fp_profile(det: AnalysisSet, codes: np.ndarray, limit_factor: int) -> list[dict[str, Any]]:
     """Shares of TP and each error type within each per-class slice 1G … ``limit_factor``G."""
     slice_of = class_rank(det) // np.maximum(det.gt_per_class[det.pred.label], 1)
     names = ("true_positive", *ERROR_TYPES)
@@ -404,7 +352,7 @@ def fp_profile(det: Detections, codes: np.ndarray, limit_factor: int) -> list[di
     return out
 
 
-def average_map_gain(det: Detections, tiou: Sequence[float], *, min_tiou: float = 0.1
+def average_map_gain(det: AnalysisSet, tiou: Sequence[float], *, min_tiou: float = 0.1
                      ) -> tuple[float, dict[str, float]]:
     """Average mAP of ``det``'s predictions, and its gain when each error type is dropped (rule 5).
 
@@ -428,7 +376,7 @@ def average_map_gain(det: Detections, tiou: Sequence[float], *, min_tiou: float 
     return base, {name: float(np.mean(v)) - base for name, v in fixed.items()}
 
 
-def _gt_dict(det: Detections) -> dict[str, Any]:
+def _gt_dict(det: AnalysisSet) -> dict[str, Any]:
     """The parsed ground truth back as an annotation dict (same videos, subset and labels)."""
     db: dict[str, Any] = {
         v: {"subset": det.subset, "annotations": [],

@@ -40,20 +40,24 @@ thresholds together.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
-from operator import itemgetter
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from amnet.errors import ConfigError, DataError, PredictionError
+from amnet.evaluation.parse import (
+    GroundTruth,
+    gt_database,
+    is_real,
+    load_json,
+    parse_ground_truth,
+    parse_predictions,
+)
 from amnet.evaluation.tiou import pairwise_tiou
 
 __all__ = [
@@ -125,25 +129,7 @@ class MAPResult:
         return "\n".join(lines + notes)
 
 
-# --------------------------------------------------------------------------- ground truth
-
-@dataclass
-class _GroundTruth:
-    classes: list[str]          # evaluated classes (GT in the subset), first-appearance order
-    label_index: dict[str, int]  # every label the GT file uses → index (evaluated ones first)
-    videos: dict[str, int]      # subset video id → index
-    segments: np.ndarray        # (G, 2) float64, file order
-    labels: np.ndarray          # (G,) int64 into classes
-    video: np.ndarray           # (G,) int64 into videos
-
-
-def _database(gt: Mapping[str, Any]) -> Mapping[str, Any]:
-    db = gt.get("database") if isinstance(gt, Mapping) else None
-    if not isinstance(db, Mapping):
-        raise DataError("ground truth: expected an ActivityNet-style object with a 'database' "
-                        "mapping (video id → {subset, annotations})")
-    return db
-
+# --------------------------------------------------------------------------- parsing
 
 def is_thumos_style(gt: Mapping[str, Any]) -> bool:
     """Whether ``gt`` is THUMOS14-shaped, which decides the default thresholds.
@@ -157,7 +143,7 @@ def is_thumos_style(gt: Mapping[str, Any]) -> bool:
         return True
     if "activitynet" in version:
         return False
-    subsets = {str(v.get("subset", "")).lower() for v in _database(gt).values()
+    subsets = {str(v.get("subset", "")).lower() for v in gt_database(gt).values()
                if isinstance(v, Mapping)}
     return not subsets & {"training", "testing"}
 
@@ -167,68 +153,13 @@ def default_tiou(gt: Mapping[str, Any]) -> list[float]:
     return list(THUMOS_TIOU if is_thumos_style(gt) else ANET_TIOU)
 
 
-def _finite_pair(value: Any) -> tuple[float, float] | None:
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        return None
-    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
-        return None
-    s, e = float(value[0]), float(value[1])
-    return (s, e) if math.isfinite(s) and math.isfinite(e) else None
-
-
-def _parse_ground_truth(gt: Mapping[str, Any], subset: str) -> _GroundTruth:
-    db = _database(gt)
-    want = subset.lower()
-    classes: dict[str, int] = {}
-    other_labels: list[str] = []
-    videos: dict[str, int] = {}
-    segs: list[tuple[float, float]] = []
-    labels: list[int] = []
-    vids: list[int] = []
-    for vid, v in db.items():
-        if not isinstance(v, Mapping):
-            raise DataError(f"ground truth: video {vid!r}: expected an object with 'subset' and "
-                            f"'annotations', got {type(v).__name__}")
-        anns = v.get("annotations", [])
-        if not isinstance(anns, list):
-            raise DataError(f"ground truth: video {vid!r}: 'annotations' must be a list")
-        in_subset = str(v.get("subset", "")).lower() == want
-        if in_subset:
-            videos[vid] = len(videos)
-        for i, a in enumerate(anns):
-            label = a.get("label") if isinstance(a, Mapping) else None
-            if not isinstance(label, str):
-                raise DataError(f"ground truth: video {vid!r}, annotation {i}: 'label' must be "
-                                f"a string, got {label!r}")
-            seg = _finite_pair(a.get("segment"))
-            if seg is None or seg[1] < seg[0]:
-                raise DataError(f"ground truth: video {vid!r}, annotation {i}: 'segment' must "
-                                "be [start, end] finite seconds with start <= end, got "
-                                f"{a.get('segment')!r}")
-            if not in_subset:
-                other_labels.append(label)
-                continue
-            cls = classes.setdefault(label, len(classes))
-            segs.append(seg)
-            labels.append(cls)
-            vids.append(videos[vid])
-    if not videos:
-        found = sorted({str(v.get("subset")) for v in db.values() if isinstance(v, Mapping)})
-        raise DataError(f"ground truth: no video in subset {subset!r} (subsets present: "
-                        f"{', '.join(found) or 'none'})")
-    if not classes:
-        raise DataError(f"ground truth: subset {subset!r} has {len(videos)} videos but no "
+def _parse_ground_truth(gt: Mapping[str, Any], subset: str) -> GroundTruth:
+    g = parse_ground_truth(gt, subset)
+    if not g.classes:
+        raise DataError(f"ground truth: subset {subset!r} has {len(g.videos)} videos but no "
                         "annotations, so there is no class to score")
-    label_index = dict(classes)
-    for lab in other_labels:
-        label_index.setdefault(lab, len(label_index))
-    return _GroundTruth(
-        classes=list(classes), label_index=label_index, videos=videos,
-        segments=np.asarray(segs, dtype=np.float64).reshape(-1, 2),
-        labels=np.asarray(labels, dtype=np.int64), video=np.asarray(vids, dtype=np.int64))
+    return g
 
-
-# --------------------------------------------------------------------------- predictions
 
 @dataclass
 class _Predictions:
@@ -240,111 +171,30 @@ class _Predictions:
     n_skipped: int
 
 
-def _number(x: Any) -> bool:
-    """A real number that is not a bool (numpy scalars included)."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
-
-
-def _bad_row(vid: str, i: int, row: Any, label_index: Mapping[str, int],
-             lenient: bool) -> str | None:
-    """Why row ``i`` of video ``vid`` cannot be scored (None when it can)."""
-    where = f"predictions: video {vid!r}, row {i}"
-    if not isinstance(row, Mapping):
-        return f"{where}: expected an object with label, score, segment; got {row!r}"
-    for key in ("label", "score", "segment"):
-        if key not in row:
-            return f"{where}: missing {key!r}"
-    label, score, seg = row["label"], row["score"], row["segment"]
-    if not isinstance(label, str):
-        return f"{where}: 'label' must be a string, got {label!r}"
-    if not _number(score) or not math.isfinite(score):
-        return f"{where}: 'score' must be a finite number, got {score!r}"
-    if not isinstance(seg, list | tuple) or len(seg) != 2 or not all(map(_number, seg)):
-        return f"{where}: 'segment' must be [start, end] in seconds, got {seg!r}"
-    if not all(math.isfinite(x) for x in seg):
-        return f"{where}: 'segment' must be finite, got {seg!r}"
-    if not lenient and seg[1] < seg[0]:
-        return (f"{where}: reversed segment {list(seg)!r} (end < start); fix the file or "
-                "use --lenient to score it as a false positive")
-    if not lenient and label not in label_index:
-        return (f"{where}: label {label!r} is not a class of the ground truth; fix the file "
-                "or use --lenient to skip such rows")
-    return None
-
-
-def _diagnose(results: Mapping[str, Any], label_index: Mapping[str, int], lenient: bool) -> None:
-    """Slow path, taken only when the fast checks fail: raise naming the first bad row, or
-    return when every row is in fact fine (e.g. numpy scalars instead of Python floats)."""
-    for vid, rows in results.items():
-        if not isinstance(rows, list):
-            raise PredictionError(f"predictions: video {vid!r}: expected a list of detections, "
-                                  f"got {type(rows).__name__}")
-        for i, row in enumerate(rows):
-            msg = _bad_row(vid, i, row, label_index, lenient)
-            if msg:
-                raise PredictionError(msg)
-
-
-def _results(predictions: Mapping[str, Any]) -> Mapping[str, Any]:
-    res = predictions.get("results") if isinstance(predictions, Mapping) else None
-    if not isinstance(res, Mapping):
-        raise PredictionError("predictions: expected an ActivityNet results object with a "
-                              "'results' mapping (video id → list of {label, score, segment})")
-    return res
-
-
-def _parse_predictions(predictions: Mapping[str, Any], gt: _GroundTruth, lenient: bool
+def _parse_predictions(predictions: Mapping[str, Any], gt: GroundTruth, lenient: bool
                        ) -> _Predictions:
-    results = _results(predictions)
-    vids = list(results)
-    per_video = list(results.values())
-    if not all(isinstance(r, list) for r in per_video):
-        _diagnose(results, gt.label_index, lenient)
-    counts = np.fromiter(map(len, per_video), dtype=np.int64, count=len(per_video))
-    rows = list(chain.from_iterable(per_video))
-    n = len(rows)
-    # Fast path: C-level map/zip and exact type sets over the rows. On any surprise the slow
-    # row-by-row check raises naming the first bad row, or passes (e.g. numpy scalars).
-    def columns() -> tuple[list[Any], list[Any], list[Any]]:
-        return tuple(list(map(itemgetter(k), rows)) for k in ("label", "score", "segment"))
-
-    try:
-        labels, scores, segs = columns()
-        ok = (set(map(type, labels)) <= {str}
-              and set(map(type, scores)) <= {int, float}
-              and set(map(type, segs)) <= {list, tuple}
-              and set(map(len, segs)) <= {2}
-              and set(map(type, chain.from_iterable(segs))) <= {int, float})
-    except (KeyError, TypeError):
-        ok = False
-    if not ok:
-        _diagnose(results, gt.label_index, lenient)
-        labels, scores, segs = columns()
-    score = np.asarray(scores, dtype=np.float64).reshape(n)
-    seg = np.fromiter(chain.from_iterable(segs), dtype=np.float64, count=2 * n).reshape(n, 2)
-    label = np.fromiter(map(gt.label_index.get, labels, repeat(-1)), dtype=np.int64, count=n)
-    reversed_ = seg[:, 1] < seg[:, 0]
+    p = parse_predictions(predictions, known=None if lenient else gt.label_index,
+                          allow_reversed=lenient)
+    n, seg = len(p), p.segments
+    label = np.fromiter(map(gt.label_index.get, p.labels, repeat(-1)), dtype=np.int64, count=n)
     unknown = label < 0
-    bad = ~(np.isfinite(score) & np.isfinite(seg).all(axis=1))
-    if not lenient:
-        bad |= reversed_ | unknown
-    if bad.any():
-        _diagnose(results, gt.label_index, lenient)  # raises, naming the first bad row
     n_skipped = int(unknown.sum())
     if n_skipped:
         log.warning("lenient: skipped %d predictions whose label is not a GT class "
-                    "(e.g. %r)", n_skipped, labels[int(np.argmax(unknown))])
-    forced_fp = reversed_ | (seg[:, 1] == seg[:, 0])
+                    "(e.g. %r)", n_skipped, p.labels[int(np.argmax(unknown))])
+    forced_fp = (seg[:, 1] < seg[:, 0]) | (seg[:, 1] == seg[:, 0])
     # Videos in the GT subset keep their index; the rest get indices past it (no GT → FP).
-    video_map = np.fromiter((gt.videos.get(v, len(gt.videos) + k) for k, v in enumerate(vids)),
-                            dtype=np.int64, count=len(vids))
-    video = video_map[np.repeat(np.arange(len(vids)), counts)]
+    video_map = np.fromiter((gt.videos.get(v, len(gt.videos) + k)
+                             for k, v in enumerate(p.video_ids)),
+                            dtype=np.int64, count=len(p.video_ids))
+    video = video_map[p.video]
     if n and not (video_map < len(gt.videos)).any():
         log.warning("none of the %d predicted videos is in the evaluated GT subset; every "
-                    "prediction is a false positive (wrong --subset or GT file?)", len(vids))
+                    "prediction is a false positive (wrong --subset or GT file?)",
+                    len(p.video_ids))
     # Labels the GT uses only outside the subset have no class to be scored in.
     keep = (label >= 0) & (label < len(gt.classes))
-    return _Predictions(segments=seg[keep], scores=score[keep], labels=label[keep],
+    return _Predictions(segments=seg[keep], scores=p.scores[keep], labels=label[keep],
                         video=video[keep], forced_fp=forced_fp[keep] & lenient,
                         n_skipped=n_skipped)
 
@@ -354,7 +204,7 @@ def _parse_predictions(predictions: Mapping[str, Any], gt: _GroundTruth, lenient
 def _check_tiou(tiou: Iterable[float]) -> list[float]:
     out = []
     for t in tiou:
-        if not _number(t) or not 0 < t <= 1:
+        if not is_real(t) or not 0 < t <= 1:
             raise ConfigError(f"tIoU thresholds must be numbers in (0, 1], got {t!r}")
         out.append(float(t))
     if not out:
@@ -364,7 +214,7 @@ def _check_tiou(tiou: Iterable[float]) -> list[float]:
     return out
 
 
-def _candidate_pairs(gt: _GroundTruth, pred: _Predictions, rank: np.ndarray, t_min: float
+def _candidate_pairs(gt: GroundTruth, pred: _Predictions, rank: np.ndarray, t_min: float
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(prediction rank, GT index, tIoU, group) of every same-class, same-video pair with
     tIoU ≥ ``t_min``. Loops over (video, class) groups that hold GT, never over predictions."""
@@ -490,24 +340,10 @@ def evaluate_detections(gt: Mapping[str, Any], predictions: Mapping[str, Any], *
         n_ground_truth=len(g.labels), classes=list(g.classes))
 
 
-def _load_json(path: str | Path, what: str, error: type[Exception]) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} file not found: {path}")
-    try:
-        with path.open() as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise error(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
-                    ) from None
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: not a UTF-8 text file ({e.reason})") from None
-
-
 def evaluate_files(gt_path: str | Path, pred_path: str | Path, **kw: Any) -> MAPResult:
     """:func:`evaluate_detections` on two JSON files; errors name the file."""
-    gt = _load_json(gt_path, "ground truth", DataError)
-    pred = _load_json(pred_path, "predictions", PredictionError)
+    gt = load_json(gt_path, "ground truth", DataError)
+    pred = load_json(pred_path, "predictions", PredictionError)
     try:
         return evaluate_detections(gt, pred, **kw)
     except PredictionError as e:

@@ -34,7 +34,7 @@ from amnet.evaluation.analysis import (
     ERROR_CODES,
     ERROR_TYPES,
     TRUE_POSITIVE,
-    Detections,
+    AnalysisSet,
     FPAnalysis,
     analyze_false_positives,
     classify_predictions,
@@ -222,7 +222,7 @@ def plot_fp_analysis(analysis: FPAnalysis, out_png: str | Path, out_csv: str | P
 
 # --------------------------------------------------------------------------- PR curves
 
-def precision_recall(det: Detections, tiou: Sequence[float]
+def precision_recall(det: AnalysisSet, tiou: Sequence[float]
                      ) -> dict[float, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Raw per-class curves: ``{tiou: {label: (recall, precision)}}``, one point per prediction.
 

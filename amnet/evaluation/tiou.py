@@ -21,6 +21,6 @@ def pairwise_tiou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def segment_tiou(target: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def one_vs_many_tiou(target: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """tIoU of one segment ``target`` (2,) with each of ``candidates`` (M, 2) → (M,)."""
     return pairwise_tiou(np.asarray(target).reshape(1, 2), candidates)[0]

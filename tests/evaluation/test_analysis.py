@@ -20,7 +20,7 @@ from amnet.evaluation.analysis import (
     load_detections,
     match_predictions,
 )
-from amnet.evaluation.tiou import segment_tiou
+from amnet.evaluation.tiou import one_vs_many_tiou
 
 THUMOS = Path(__file__).parents[2] / ".." / "shared" / "data" / "thumos14.json"
 
@@ -131,7 +131,7 @@ def _reference_match(det, thr: float) -> np.ndarray:
                      and det.gt.video[g] == det.pred.video[i]]
             if not g_idx:
                 continue
-            ious = segment_tiou(det.pred.segments[i], det.gt.segments[g_idx])
+            ious = one_vs_many_tiou(det.pred.segments[i], det.gt.segments[g_idx])
             for k in np.argsort(-ious, kind="stable"):
                 if ious[k] < thr:
                     break
@@ -173,7 +173,7 @@ def _reference_types(det, thr: float, min_tiou: float = 0.1) -> list[int]:
         if not g_idx:
             out.append(ERROR_CODES["background"])
             continue
-        ious = segment_tiou(det.pred.segments[i], det.gt.segments[g_idx])
+        ious = one_vs_many_tiou(det.pred.segments[i], det.gt.segments[g_idx])
         k = int(np.argmax(ious))
         same = det.gt.label[g_idx[k]] == det.pred.label[i]
         if ious[k] >= thr:
@@ -247,18 +247,18 @@ def test_bad_inputs_name_the_place() -> None:
     with pytest.raises(DataError, match=r"subset 'Train'.*Test"):
         load_detections(GT, {"results": {}}, subset="Train")
     bad_gt = _gt({"v": [("A", 10, 5)]})
-    with pytest.raises(DataError, match=r"video 'v' annotation 0.*start <= end"):
+    with pytest.raises(DataError, match=r"video 'v', annotation 0.*start <= end"):
         load_detections(bad_gt, {"results": {}})
     with pytest.raises(PredictionError, match="results"):
         load_detections(GT, {"v1": []})
-    with pytest.raises(PredictionError, match=r"'v1' entry 0.*score"):
+    with pytest.raises(PredictionError, match=r"'v1', row 0.*score"):
         load_detections(GT, _preds([("v1", "A", float("nan"), 0, 1)]))
-    with pytest.raises(PredictionError, match=r"'v1' entry 1.*segment"):
+    with pytest.raises(PredictionError, match=r"'v1', row 1.*segment"):
         load_detections(GT, {"results": {"v1": [{"label": "A", "score": 1, "segment": [0, 1]},
                                                 {"label": "A", "score": 1, "segment": [3]}]}})
     with pytest.raises(PredictionError, match="list"):
         load_detections(GT, {"results": {"v1": {"label": "A"}}})
-    with pytest.raises(PredictionError, match=r"'v1' entry 0.*label 'C'.*lenient"):
+    with pytest.raises(PredictionError, match=r"'v1', row 0.*label 'C'.*lenient"):
         load_detections(GT, _preds([("v1", "C", 0.5, 0, 1)]))
     det = load_detections(GT, _preds([("v1", "C", 0.5, 0, 1), ("v1", "A", 0.4, 0, 1)]),
                           lenient=True)
