@@ -159,7 +159,8 @@ def load_detections(gt: Mapping[str, Any], preds: Mapping[str, Any], *,
                         score=np.ones(len(g.labels)))
 
     strict = not (lenient or keep_unknown_labels)
-    p = parse_predictions(preds, known=g.label_index if strict else None, allow_reversed=False)
+    p = parse_predictions(preds, known=g.label_index if strict else None,
+                          allow_reversed=False, lenient_hint=False)
     # label → class index; -1: dropped (a GT label outside the subset); -2: skipped (unknown,
     # lenient). Filled in row order, so extra classes (keep_unknown_labels) keep file order.
     code: dict[str, int] = {}

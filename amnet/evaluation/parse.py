@@ -153,7 +153,7 @@ class Predictions:
 
 
 def _bad_row(vid: str, i: int, row: Any, known: Container[str] | None,
-             allow_reversed: bool) -> str | None:
+             allow_reversed: bool, lenient_hint: bool) -> str | None:
     """Why row ``i`` of video ``vid`` cannot be scored (None when it can)."""
     where = f"predictions: video {vid!r}, row {i}"
     if not isinstance(row, Mapping):
@@ -171,8 +171,9 @@ def _bad_row(vid: str, i: int, row: Any, known: Container[str] | None,
     if not all(math.isfinite(x) for x in seg):
         return f"{where}: 'segment' must be finite, got {seg!r}"
     if not allow_reversed and seg[1] < seg[0]:
-        return (f"{where}: reversed segment {list(seg)!r} (end < start); fix the file or "
-                "use --lenient to score it as a false positive")
+        return (f"{where}: reversed segment {list(seg)!r} (end < start)"
+                + ("; fix the file or use --lenient to score it as a false positive"
+                   if lenient_hint else ""))
     if known is not None and label not in known:
         return (f"{where}: label {label!r} is not a class of the ground truth; fix the file "
                 "or use --lenient to skip such rows")
@@ -180,7 +181,7 @@ def _bad_row(vid: str, i: int, row: Any, known: Container[str] | None,
 
 
 def _diagnose(results: Mapping[str, Any], known: Container[str] | None,
-              allow_reversed: bool) -> None:
+              allow_reversed: bool, lenient_hint: bool) -> None:
     """Slow path, taken only when the fast checks fail: raise naming the first bad row, or
     return when every row is in fact fine (e.g. numpy scalars instead of Python floats)."""
     for vid, rows in results.items():
@@ -188,7 +189,7 @@ def _diagnose(results: Mapping[str, Any], known: Container[str] | None,
             raise PredictionError(f"predictions: video {vid!r}: expected a list of detections, "
                                   f"got {type(rows).__name__}")
         for i, row in enumerate(rows):
-            msg = _bad_row(vid, i, row, known, allow_reversed)
+            msg = _bad_row(vid, i, row, known, allow_reversed, lenient_hint)
             if msg:
                 raise PredictionError(msg)
 
@@ -202,13 +203,14 @@ def _results(predictions: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def parse_predictions(predictions: Mapping[str, Any], *, known: Container[str] | None,
-                      allow_reversed: bool) -> Predictions:
+                      allow_reversed: bool, lenient_hint: bool = True) -> Predictions:
     """Validate and flatten a results object.
 
     Args:
         predictions: ``{"results": {video: [{"label", "score", "segment"}]}}``.
         known: labels that may appear (``None``: any label; the caller decides about others).
         allow_reversed: accept ``end < start`` (lenient scoring counts it a false positive).
+        lenient_hint: a refused reversed segment suggests ``--lenient`` (only where it helps).
 
     Raises :class:`PredictionError` naming the video, row and field of the first bad row.
     """
@@ -216,7 +218,7 @@ def parse_predictions(predictions: Mapping[str, Any], *, known: Container[str] |
     vids = [str(v) for v in results]
     per_video = list(results.values())
     if not all(isinstance(r, list) for r in per_video):
-        _diagnose(results, known, allow_reversed)
+        _diagnose(results, known, allow_reversed, lenient_hint)
     counts = np.fromiter(map(len, per_video), dtype=np.int64, count=len(per_video))
     rows = list(chain.from_iterable(per_video))
     n = len(rows)
@@ -236,7 +238,7 @@ def parse_predictions(predictions: Mapping[str, Any], *, known: Container[str] |
     except (KeyError, TypeError):
         ok = False
     if not ok:
-        _diagnose(results, known, allow_reversed)
+        _diagnose(results, known, allow_reversed, lenient_hint)
         labels, scores, segs = columns()
     score = np.asarray(scores, dtype=np.float64).reshape(n)
     seg = np.fromiter(chain.from_iterable(segs), dtype=np.float64, count=2 * n).reshape(n, 2)
@@ -245,6 +247,6 @@ def parse_predictions(predictions: Mapping[str, Any], *, known: Container[str] |
         bad |= seg[:, 1] < seg[:, 0]
     unknown = known is not None and any(lab not in known for lab in set(labels))
     if unknown or bad.any():
-        _diagnose(results, known, allow_reversed)  # raises, naming the first bad row
+        _diagnose(results, known, allow_reversed, lenient_hint)  # raises, naming the first bad row
     video = np.repeat(np.arange(len(vids), dtype=np.int64), counts)
     return Predictions(video_ids=vids, video=video, labels=labels, scores=score, segments=seg)

@@ -71,7 +71,7 @@ def test_default_names_are_file_stems(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("mutate", "args", "expect"), [
     (None, ["missing.json"], "predictions file not found"),
     ("notjson", [], "not valid JSON"),
-    ("reversed", [], r"a.json: .*'v1' entry 0.*start <= end"),
+    ("reversed", [], r"a.json: .*'v1', row 0.*end < start"),
     ("unknown_label", [], r"a.json: .*label 'Swim'"),
     (None, ["--names", "x", "y"], r"--names: expected 1 name\(s\) .* got 2"),
     (None, ["--video", "nope"], "'nope' is not a video"),
