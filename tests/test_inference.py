@@ -22,7 +22,7 @@ from amnet.inference import (
     soft_nms,
     to_results_json,
 )
-from amnet.inference.nms import _soft_nms_batched
+from amnet.inference.nms import _soft_nms_batched, _soft_nms_cpu, _soft_nms_reference
 from amnet.inference.postprocess import _nms_per_video
 from amnet.model.output import ModelOutput
 
@@ -152,6 +152,67 @@ def test_batched_torch_kernel_matches_naive_reference(sigma: float, class_aware:
         alive = torch.isfinite(ks[b])
         assert kidx[b][alive].tolist() == [x[0] for x in ref]
         np.testing.assert_allclose(ks[b][alive].numpy(), [x[1] for x in ref], rtol=1e-10)
+
+
+# The compiled kernel against today's numpy kernel: bit for bit with the C library's exp
+# (what the compiled code calls), and the same kept set within a few ulps with numpy's SIMD exp.
+_libm_exp = np.vectorize(math.exp, otypes=[np.float64])
+
+
+def _adversarial_cases() -> list[tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
+    rng = np.random.default_rng(7)
+    cases = []
+    for n in (1, 2, 37, 400, 2000):
+        cases.append((f"random-{n}", random_candidates(rng, n), 200))
+    segs, scores, labels = random_candidates(rng, 300)
+    tied = np.round(scores * 8) / 8  # many exact ties, within and across classes
+    cases.append(("ties", (segs, tied, labels), 200))
+    same = np.tile([[3.0, 7.0]], (50, 1))  # identical segments and scores: tIoU 1 everywhere
+    cases.append(("identical", (same, np.full(50, 0.5), rng.integers(0, 3, 50)), 200))
+    zero = segs.copy()
+    zero[::3, 1] = zero[::3, 0]  # zero-length segments, incl. zero-union pairs
+    zero[1::7] = 4.0
+    cases.append(("zero-length", (zero, scores, labels), 200))
+    cases.append(("one-class", (segs, scores, np.zeros(300, dtype=np.int64)), 200))
+    cases.append(("all-classes", (segs, scores, np.arange(300, dtype=np.int64)), 200))
+    cases.append(("sparse-labels", (segs, scores, labels * 1000 + 5), 200))  # argsort branch
+    cases.append(("k-below-max", (segs[:30], scores[:30], labels[:30]), 200))
+    cases.append(("max-1", (segs, scores, labels), 1))
+    low = scores * 1e-3  # most below min_score from the start
+    cases.append(("below-min-score", (segs, low, labels), 200))
+    cases.append(("empty", (np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64)), 200))
+    return cases
+
+
+@pytest.mark.parametrize("class_aware", [True, False])
+@pytest.mark.parametrize("name,case,max_det", _adversarial_cases(),
+                         ids=[c[0] for c in _adversarial_cases()])
+def test_compiled_soft_nms_pins_the_numpy_reference(name: str, case: tuple, max_det: int,
+                                                    class_aware: bool) -> None:
+    segs, scores, labels = case
+    order = np.argsort(-scores, kind="stable")
+    segs, scores, labels = segs[order], scores[order], labels[order]
+    for sigma, iou in ((0.5, 0.1), (0.2, 0.0), (2.0, 0.7)):
+        kw = dict(sigma=sigma, iou_thresh=iou, min_score=1e-3, max_detections=max_det,
+                  class_aware=class_aware)
+        got_idx, got = _soft_nms_cpu(segs, scores, labels, **kw)
+        ref_idx, ref = _soft_nms_reference(segs, scores, labels, exp=_libm_exp, **kw)
+        np.testing.assert_array_equal(got_idx, ref_idx)
+        np.testing.assert_array_equal(got, ref)  # bit for bit
+        np_idx, np_scores = _soft_nms_reference(segs, scores, labels, **kw)
+        np.testing.assert_array_equal(got_idx, np_idx)
+        np.testing.assert_allclose(got, np_scores, rtol=1e-14, atol=0)
+        assert got_idx.dtype == np.int64 and got.dtype == np.float64
+
+
+def test_compiled_soft_nms_is_lazy() -> None:
+    """``import amnet`` (and the inference package) must not load the compiler."""
+    import subprocess
+    import sys
+
+    code = ("import sys, amnet, amnet.inference, amnet.engine; "
+            "sys.exit(1 if 'numba' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_soft_nms_min_score_drops_decayed_candidates() -> None:

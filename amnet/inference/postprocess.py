@@ -14,7 +14,7 @@ from amnet.config import InferConfig
 from amnet.errors import ConfigError, DataError, PredictionError
 from amnet.inference.decode import confidence, decode_segments
 from amnet.inference.fusion import _cached_video_scores, _expand_agnostic, _fusion_weights
-from amnet.inference.nms import _soft_nms_batched, _soft_nms_numpy
+from amnet.inference.nms import _soft_nms_batched, _soft_nms_cpu
 from amnet.inference.results import Detections
 from amnet.model.output import ModelOutput
 
@@ -100,7 +100,7 @@ def postprocess(output: ModelOutput, metas: list[dict], cfg: InferConfig,
     segs = torch.minimum(segs.clamp(min=0.0), limit.unsqueeze(-1))
     keep &= (segs[..., 1] - segs[..., 0]) > cfg.min_duration
 
-    per_video = _nms_per_video(segs, top, label, keep, cfg, batched=device.type != "cpu")
+    per_video = _nms_per_video(segs, top, label, keep, cfg, batched=device.type == "cuda")
     w_cpu = weights.cpu().numpy() if weights is not None else None
     dets = []
     for b, (meta, (s, sc, lb)) in enumerate(zip(metas, per_video, strict=True)):
@@ -116,7 +116,7 @@ def _nms_per_video(segs: torch.Tensor, top: torch.Tensor, label: torch.Tensor,
                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Soft-NMS of each video's candidates ``(B, K)`` → [(segments, scores, labels)] (numpy).
 
-    ``batched``: one torch kernel for all videos (accelerators); otherwise the per-video numpy
+    ``batched``: one torch kernel for all videos (accelerators); otherwise the per-video compiled
     kernel, which touches only the picked class per step (far fewer ops on a CPU).
     """
     nms = dict(sigma=cfg.nms_sigma, iou_thresh=cfg.nms_iou_thresh, min_score=cfg.min_score,
@@ -126,7 +126,7 @@ def _nms_per_video(segs: torch.Tensor, top: torch.Tensor, label: torch.Tensor,
         segs_np, top_np, label_np, keep_np = (x.cpu().numpy() for x in (segs, top, label, keep))
         for b in range(len(top_np)):
             cand = np.flatnonzero(keep_np[b])  # still in descending score order
-            kidx, ks = _soft_nms_numpy(segs_np[b, cand], top_np[b, cand], label_np[b, cand], **nms)
+            kidx, ks = _soft_nms_cpu(segs_np[b, cand], top_np[b, cand], label_np[b, cand], **nms)
             out.append((segs_np[b, cand[kidx]], ks, label_np[b, cand[kidx]]))
         return out
     kidx, kscore = _soft_nms_batched(segs, top, label, keep, **nms)
