@@ -19,6 +19,7 @@ from typing import Any
 from amnet.errors import DataError
 
 __all__ = [
+    "FAST_JSON_BYTES",
     "MAX_JSON_BYTES",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -57,9 +58,46 @@ class _DuplicateKey(ValueError):
         self.key = key
 
 
-def parse_json(text: str | bytes, source: str | Path, *, allow_duplicates: bool = False) -> Any:
+#: From this size on, ``fast=True`` reads parse with orjson (several times the stdlib's speed on
+#: a results file of 10^5–10^6 detections); smaller files, and any orjson refuses, take the
+#: stdlib. Opt-in because orjson reads an integer past 64 bits as a float, which is harmless
+#: for detections and annotations (all float64 seconds and scores) but not in general.
+FAST_JSON_BYTES = 1 << 16
+
+
+def _fast_parse(text: str | bytes, *, allow_duplicates: bool) -> tuple[bool, Any]:
+    """``(True, value)`` when orjson parsed ``text`` and (unless ``allow_duplicates``) it
+    provably has no repeated key; ``(False, None)`` → the caller takes the exact stdlib path.
+
+    Duplicate check (orjson keeps the last of two equal keys silently): every ``:`` of JSON
+    text separates a member or sits in a string, and orjson writes strings back without
+    escaping ``:``, so re-serialising the parsed value gives as many ``:`` as the text has iff
+    no member was lost. Only a ``\u003a`` escape could add one, so its presence sends the
+    file to the stdlib too.
+    """
+    import orjson
+
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    try:
+        value = orjson.loads(data)
+    except (orjson.JSONDecodeError, RecursionError):
+        return False, None  # the stdlib names the error (or accepts NaN, huge ints, …)
+    if allow_duplicates:
+        return True, value
+    if b"\\u003a" in data or b"\\u003A" in data:
+        return False, None
+    return orjson.dumps(value).count(b":") == data.count(b":"), value
+
+
+def parse_json(text: str | bytes, source: str | Path, *, allow_duplicates: bool = False,
+               fast: bool = False) -> Any:
     """Parse JSON ``text``; a syntax error or a duplicate key is a :class:`DataError` naming
-    ``source`` (the stdlib silently keeps the last of two equal keys)."""
+    ``source`` (the stdlib silently keeps the last of two equal keys). ``fast``: large texts
+    go through orjson first (:func:`_fast_parse`), with the same refusals and errors."""
+    if fast and len(text) >= FAST_JSON_BYTES:
+        ok, value = _fast_parse(text, allow_duplicates=allow_duplicates)
+        if ok:
+            return value
     try:
         if allow_duplicates:
             return json.loads(text)
@@ -72,7 +110,7 @@ def parse_json(text: str | bytes, source: str | Path, *, allow_duplicates: bool 
         raise DataError(f"{source}: JSON nested too deeply") from None
 
 
-def read_json(path: str | Path, *, allow_duplicates: bool = False) -> Any:
+def read_json(path: str | Path, *, allow_duplicates: bool = False, fast: bool = False) -> Any:
     """The JSON value stored in ``path`` (errors name the file; see :func:`parse_json`)."""
     path = Path(path)
     try:
@@ -87,7 +125,7 @@ def read_json(path: str | Path, *, allow_duplicates: bool = False) -> Any:
         raise DataError(f"{path}: is a folder, expected a JSON file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    return parse_json(data, path, allow_duplicates=allow_duplicates)
+    return parse_json(data, path, allow_duplicates=allow_duplicates, fast=fast)
 
 
 def read_json_object(path: str | Path, *, missing_ok: bool = True) -> dict[str, Any] | None:

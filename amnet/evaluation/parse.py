@@ -41,12 +41,13 @@ def is_real(x: Any) -> bool:
 
 def load_json(path: str | Path, what: str, error: type[AmnetError]) -> Any:
     """The JSON in ``path`` (``what``: "ground truth" / "predictions"); every failure is an
-    ``error`` naming the file: missing, not JSON, not UTF-8, a duplicate key."""
+    ``error`` naming the file: missing, not JSON, not UTF-8, a duplicate key. Large files
+    are parsed by orjson (``amnet.io``'s ``fast`` path, duplicate keys still refused)."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{what} file not found: {path}")
     try:
-        return read_json(path)
+        return read_json(path, fast=True)
     except DataError as e:  # the caller's error kind, amnet.io's message (names the file)
         raise error(str(e)) from None
 
