@@ -154,6 +154,9 @@ class InferConfig:
     class_aware: bool = True
     video_scores: str = _f("", help="external video-level class scores JSON (ActivityNet fusion)")
     video_topk: int = _f(2, ge=1, help="classes taken from external scores per video")
+    window: int = _f(0, ge=0, help="snippets per inference window for long videos "
+                     "(amnet/inference/windows.py); 0 = the whole video in one pass")
+    window_overlap: int = _f(256, ge=0, help="snippets shared by neighbouring windows")
 
 
 @dataclass

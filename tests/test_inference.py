@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 from pathlib import Path
@@ -462,3 +464,92 @@ def test_results_json_round_trips_through_the_evaluator() -> None:
         to_results_json(dets + dets[:1], names)
     with pytest.raises(PredictionError, match="label index 1 outside the 1 class names"):
         to_results_json(dets, names[:1])
+
+
+# --------------------------------------------------------------------------- windows
+
+class _Pointwise(torch.nn.Module):
+    """A model without temporal context: windowed inference must equal whole-video inference."""
+
+    def __init__(self, in_dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.in_dim, self.n_classes = in_dim, n_classes
+        self.proj = torch.nn.Linear(in_dim, n_classes + 3)
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
+        y = self.proj(feats.transpose(1, 2))  # (B, T, C + 3)
+        T = feats.shape[2]
+        return ModelOutput(
+            cls_logits=y[..., :self.n_classes], offsets=torch.nn.functional.softplus(
+                y[..., self.n_classes:self.n_classes + 2]) * 3,
+            match_logits=y[..., -1], points=torch.arange(T, dtype=torch.float32),
+            strides=torch.ones(T), level_ids=torch.zeros(T, dtype=torch.long), mask=mask,
+            level_lengths=[T])
+
+
+def test_window_starts_cover_the_video_aligned() -> None:
+    from amnet.inference.windows import window_starts
+
+    assert window_starts(100, 0, 16, 4) == [0] and window_starts(100, 128, 16, 4) == [0]
+    for length, w, o, a in ((1000, 128, 32, 4), (1001, 128, 0, 8), (129, 128, 64, 16)):
+        st = window_starts(length, w, o, a)
+        assert st[0] == 0 and all(s % a == 0 for s in st) and st[-1] + w >= length
+        assert all(0 < b - s <= w - o for s, b in itertools.pairwise(st))
+    with pytest.raises(ConfigError, match="step between windows"):
+        window_starts(1000, 16, 14, 4)
+
+
+def _batch(lengths: list[int], dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor,
+                                                                 list[dict]]:
+    g = torch.Generator().manual_seed(seed)
+    T = -(-max(lengths) // 8) * 8
+    feats = torch.randn(len(lengths), dim, T, generator=g)
+    mask = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+    feats = feats * mask[:, None]
+    metas = [meta(f"v{i}", duration=n * 4 / 30) for i, n in enumerate(lengths)]
+    return feats, mask, metas
+
+
+def test_windowed_inference_equals_whole_video_without_temporal_context() -> None:
+    from amnet.inference.windows import infer_batch
+
+    torch.manual_seed(0)
+    model = _Pointwise(6, 3).eval()
+    feats, mask, metas = _batch([700, 333], 6)
+    cfg = InferConfig(pre_nms_topk=100000, max_detections=100000)
+    whole = infer_batch(model, feats, mask, metas, cfg)
+    for window, overlap in ((128, 32), (64, 0), (256, 200)):
+        wcfg = InferConfig(pre_nms_topk=100000, max_detections=100000, window=window,
+                           window_overlap=overlap)
+        with torch.no_grad():
+            win = infer_batch(model, feats, mask, metas, wcfg, align=8)
+        for a, b in zip(whole, win, strict=True):
+            assert a.video_id == b.video_id and len(a) == len(b) > 0
+            np.testing.assert_array_equal(a.labels, b.labels)
+            np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+            np.testing.assert_allclose(a.segments, b.segments, rtol=1e-6)
+
+
+def test_windowed_amnet_equals_whole_video_when_it_fits_and_runs_when_not() -> None:
+    from amnet.config import load_config
+    from amnet.engine import build_model
+    from amnet.inference.windows import infer_batch
+
+    cfg = load_config(None, ["model.embed_dim=16", "model.n_heads=2"])
+    torch.manual_seed(0)
+    model = build_model(cfg, 8, 3).eval()
+    align = 2 ** (cfg.model.fpn_levels - 1)
+    feats, mask, metas = _batch([200, 120], 8)
+    with torch.no_grad():
+        ref = postprocess(model(feats, mask), metas, cfg.infer)
+        same = infer_batch(model, feats, mask, metas,
+                           dataclasses.replace(cfg.infer, window=256),
+                           align=align)
+        long_cfg = dataclasses.replace(cfg.infer, window=64, window_overlap=16)
+        win = infer_batch(model, feats, mask, metas, long_cfg, align=align)
+    for a, b in zip(ref, same, strict=True):  # fits in one window: the whole-video path
+        np.testing.assert_array_equal(a.segments, b.segments)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.labels, b.labels)
+    for d, m in zip(win, metas, strict=True):
+        assert len(d) > 0 and d.segments.min() >= 0 and d.segments.max() <= m["duration"]

@@ -24,18 +24,23 @@ def predict(model: nn.Module, dataset: Any, cfg: Config, device: torch.device | 
 
     Decoding, scoring and Soft-NMS are ``amnet.inference.postprocess`` (Eq. 13–14).
     """
-    from amnet.inference import postprocess, to_results_json
+    from amnet.inference import to_results_json
+    from amnet.inference.windows import infer_batch, length_order
 
     device = resolve_device(device)
     was_training = model.training
     model.eval()
-    loader = make_loader(dataset, cfg, training=False)
+    order = length_order(dataset)  # batches of similar length: less padding
+    loader = make_loader(dataset, cfg, training=False, sampler=order)
     classes = list(dataset.classes)
     dets: list[Any] = []
     for batch in progress(loader, desc="inference", unit="batch", leave=False):
-        out = model(batch["feats"].to(device), batch["mask"].to(device))
-        dets.extend(postprocess(out, batch["meta"], cfg.infer, class_names=classes))
+        dets.extend(infer_batch(model, batch["feats"].to(device), batch["mask"].to(device),
+                                batch["meta"], cfg.infer, class_names=classes,
+                                align=2 ** (cfg.model.fpn_levels - 1)))
     model.train(was_training)
+    if order is not None:  # back to the dataset's order: the results file does not change
+        dets = [d for _, d in sorted(zip(order, dets, strict=True), key=lambda x: x[0])]
     return to_results_json(dets, classes)
 
 
