@@ -14,6 +14,13 @@ activations + the interpreter's ~0.4 GB, reported as ``base`` so it can be subtr
     .venv/bin/python bench/bench_model.py                      # CPU, all variants (slow)
     .venv/bin/python bench/bench_model.py --device cuda --amp bf16
     .venv/bin/python bench/bench_model.py --variants full baseline --steps 2 --length 1152
+
+``--infer-scaling`` instead times inference per video (forward + postprocess, median of
+``--infer-runs``) at T = 2,304 and 9,216 snippets, whole-video (``infer.window=0``) and in
+windows (``--window``, ``--window-overlap``, ``amnet.inference.windows``), and prints the
+9216/2304 time ratio of each (4 = linear in T, 16 = quadratic):
+
+    .venv/bin/python bench/bench_model.py --infer-scaling --width 128 --channels 256
 """
 
 from __future__ import annotations
@@ -129,6 +136,47 @@ def _child(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def infer_scaling(args: argparse.Namespace) -> None:
+    """Inference time per video at two lengths, with and without windows (median of runs)."""
+    import dataclasses
+    import statistics
+
+    from amnet.inference.windows import infer_batch
+
+    device = resolve_device(args.device)
+    cfg = _config(args, "full")
+    torch.manual_seed(0)
+    model = engine.build_model(cfg, args.channels, 20).to(device).eval()
+    align = 2 ** (cfg.model.fpn_levels - 1)
+    print(f"inference per video, width {args.width}, C {args.channels}, on {device}, "
+          f"amp={args.amp}, {torch.get_num_threads()} threads; window {args.window}, "
+          f"overlap {args.window_overlap}")
+    res: dict[tuple[str, int], float] = {}
+    for name, window in (("whole video", 0), ("windows", args.window)):
+        icfg = dataclasses.replace(cfg.infer, window=window, window_overlap=args.window_overlap)
+        for T in (2304, 9216):
+            gen = torch.Generator().manual_seed(T)
+            feats = torch.rand(1, args.channels, T, generator=gen).to(device)
+            mask = torch.ones(1, T, dtype=torch.bool, device=device)
+            meta = [{"video_id": "v", "fps": 30.0, "stride": 4, "window": 16,
+                     "duration": T * 4 / 30.0, "offset": 0}]
+            times = []
+            with torch.no_grad(), engine.autocast(device, args.amp):
+                for i in range(args.warmup + args.infer_runs):
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    infer_batch(model, feats, mask, meta, icfg, align=align)
+                    _sync(device)
+                    if i >= args.warmup:
+                        times.append(time.perf_counter() - t0)
+            res[name, T] = statistics.median(times)
+            print(f"  {name:<12} T={T:>5}: {res[name, T]:8.3f} s/video", flush=True)
+    for name in ("whole video", "windows"):
+        print(f"  {name:<12} 9216/2304 time ratio: {res[name, 9216] / res[name, 2304]:5.2f}x")
+    print(f"  at T=9216, windows are {res['whole video', 9216] / res['windows', 9216]:.2f}x "
+          "faster than the whole video")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -142,9 +190,16 @@ def main() -> None:
     p.add_argument("--infer-runs", type=int, default=3)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--infer-scaling", action="store_true",
+                   help="only inference time at T=2304 and 9216, with and without windows")
+    p.add_argument("--window", type=int, default=2304, help="infer.window for --infer-scaling")
+    p.add_argument("--window-overlap", type=int, default=256)
     args = p.parse_args()
     device = resolve_device(args.device)
     args.device = str(device)
+    if args.infer_scaling:
+        infer_scaling(args)
+        return
     if args.child:
         row = measure(args, args.child)
         row["peak_rss_GiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
