@@ -152,9 +152,10 @@ def infer_scaling(args: argparse.Namespace) -> None:
           f"amp={args.amp}, {torch.get_num_threads()} threads; window {args.window}, "
           f"overlap {args.window_overlap}")
     res: dict[tuple[str, int], float] = {}
+    short, long = args.lengths
     for name, window in (("whole video", 0), ("windows", args.window)):
         icfg = dataclasses.replace(cfg.infer, window=window, window_overlap=args.window_overlap)
-        for T in (2304, 9216):
+        for T in (short, long):
             gen = torch.Generator().manual_seed(T)
             feats = torch.rand(1, args.channels, T, generator=gen).to(device)
             mask = torch.ones(1, T, dtype=torch.bool, device=device)
@@ -172,8 +173,9 @@ def infer_scaling(args: argparse.Namespace) -> None:
             res[name, T] = statistics.median(times)
             print(f"  {name:<12} T={T:>5}: {res[name, T]:8.3f} s/video", flush=True)
     for name in ("whole video", "windows"):
-        print(f"  {name:<12} 9216/2304 time ratio: {res[name, 9216] / res[name, 2304]:5.2f}x")
-    print(f"  at T=9216, windows are {res['whole video', 9216] / res['windows', 9216]:.2f}x "
+        print(f"  {name:<12} {long}/{short} time ratio: "
+              f"{res[name, long] / res[name, short]:5.2f}x (length ratio {long / short:g})")
+    print(f"  at T={long}, windows are {res['whole video', long] / res['windows', long]:.2f}x "
           "faster than the whole video")
 
 
@@ -194,6 +196,8 @@ def main() -> None:
                    help="only inference time at T=2304 and 9216, with and without windows")
     p.add_argument("--window", type=int, default=2304, help="infer.window for --infer-scaling")
     p.add_argument("--window-overlap", type=int, default=256)
+    p.add_argument("--lengths", type=int, nargs=2, default=[2304, 9216], metavar=("SHORT", "LONG"),
+                   help="the two video lengths of --infer-scaling")
     args = p.parse_args()
     device = resolve_device(args.device)
     args.device = str(device)
