@@ -22,7 +22,12 @@ import torch
 from torch.utils.data import Dataset
 
 from amnet.config import DataConfig
-from amnet.data.annotations import AnnotationSet, VideoAnnotation, load_annotations
+from amnet.data.annotations import (
+    AnnotationSet,
+    VideoAnnotation,
+    load_annotations,
+    scoring_ground_truth,
+)
 from amnet.data.features import feature_path, load_feature_file, read_header
 from amnet.data.manifest import ANNOTATIONS_FILE, MANIFEST_FILE, check_video, read_manifest
 from amnet.data.timing import expected_num_snippets, seconds_to_snippet
@@ -91,6 +96,15 @@ class TALDataset(Dataset):
             videos = kept
         self.videos: list[VideoAnnotation] = videos
         self.video_ids = [v.video_id for v in videos]
+
+    # ----------------------------------------------------------------------- scoring
+
+    def scoring_ground_truth(self) -> dict[str, Any]:
+        """The ground truth this split is scored against: the annotation file as given
+        (:func:`~amnet.data.annotations.scoring_ground_truth`), nothing clipped or dropped,
+        so the number equals ``amnet eval <root>/annotations.json``'s on the same predictions.
+        """
+        return scoring_ground_truth(self.root / ANNOTATIONS_FILE)
 
     # ----------------------------------------------------------------------- validation
 

@@ -46,6 +46,7 @@ def test_dvc_and_mlflow_hold_the_same_metrics(pipeline: dict) -> None:
     shown = json.loads(dvc(project, "metrics", "show", "--json").stdout)
     ws = next(iter(shown.values()))["data"]  # the workspace entry
     main = ws["metrics/evaluate.json"]["data"]
+    assert main.pop("split") == "test"  # the file says which split it scores
     assert set(main) == {"mAP_0.3", "mAP_0.4", "mAP_0.5", "mAP_0.6", "mAP_0.7", "average_mAP"}
     preds = json.loads((project / "outputs/evaluate/predictions.json").read_text())
     assert sum(len(v) for v in preds["results"].values()) > 0
