@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "amnet-checkpoint"
 CHECKPOINT_VERSION = 1
 LOSS_KEYS = ("loss/total", "loss/cls", "loss/reg", "loss/mat", "loss/trip")
+#: the split in a metric's name: ``val/average_mAP`` is scored on the validation split
+VAL_PREFIX = "val/"
 
 
 # --------------------------------------------------------------------------- set-up
@@ -618,7 +620,8 @@ def fit(cfg: Config, train_ds: Any, val_ds: Any = None, *,
 
     ``callback(epoch, metrics)`` runs once per epoch (0-based epoch) with the losses, ``lr``,
     ``time/epoch_s`` and — every ``cfg.train.eval_every`` epochs and after the last — the
-    validation ``mAP_*`` / ``average_mAP`` on ``val_ds``. After each epoch the state goes to
+    validation ``val/mAP_*`` / ``val/average_mAP`` on ``val_ds`` (the validation split, never
+    the test split: these numbers may feed choices). After each epoch the state goes to
     ``checkpoint_dir/last.pt`` (written before the callback runs). ``resume``: a checkpoint
     path; training continues at its next epoch and gives the same results as an uninterrupted
     run.
@@ -656,7 +659,7 @@ def fit(cfg: Config, train_ds: Any, val_ds: Any = None, *,
         last = state.epoch == cfg.train.epochs
         if val_ds is not None and (last or (every and state.epoch % every == 0)):
             val, _, _ = evaluate(state.eval_model, val_ds, cfg, device)
-            metrics.update(val)
+            metrics.update({f"{VAL_PREFIX}{k}": v for k, v in val.items()})
         log.info("epoch %d/%d %s", state.epoch, cfg.train.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if math.isfinite(v)))
         history.append(metrics)
