@@ -11,7 +11,8 @@ validation mAP (``val/*``) every ``train.eval_every`` epochs and after the last,
 * ``<out>/model.pt`` — the final checkpoint (``amnet.engine`` format: weights, EMA, optimiser,
   config, class names; ``amnet detect`` / ``workflows.evaluate`` load it);
 * ``--metrics`` (default ``metrics/train.json``) — the last epoch's losses, learning rate and
-  validation mAP, plus ``epochs`` and ``seconds``.
+  validation mAP (``val/*``), plus ``epochs``; no wall times, so a rerun with the same seed on
+  the same machine writes the same bytes (times are logged and go to MLflow).
 
 The resumable state goes to ``<out>/checkpoints/last.pt`` after every epoch; ``--resume`` that
 file to continue an interrupted run with the same results.
@@ -82,6 +83,14 @@ def chain(*callbacks: Callback | None) -> Callback:
     return callback
 
 
+def metrics_file_values(metrics: dict[str, float]) -> dict[str, float]:
+    """What the DVC metrics file keeps of an epoch's metrics: the finite values, without wall
+    times (``time/*``, ``gpu/*``), so the same seed on the same machine writes the same bytes
+    (issue 11, item 6). The times stay in the log and in MLflow."""
+    return {k: v for k, v in metrics.items()
+            if math.isfinite(v) and not k.startswith(("time/", "gpu/"))}
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,8 +127,8 @@ def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
     else:  # resumed from a finished run: nothing trained, save the state as it is
         engine.save_checkpoint(model_path, res["state"], cfg, {"classes": res["classes"]})
     seconds = time.perf_counter() - t0
-    metrics = {k: v for k, v in res["metrics"].items() if math.isfinite(v)}
-    metrics.update(epochs=res["state"].epoch, seconds=round(seconds, 2))
+    metrics = metrics_file_values(res["metrics"])
+    metrics.update(epochs=res["state"].epoch)
     if not res["history"]:
         log.warning("%s is already at epoch %d of %d: nothing trained; metrics left as they "
                     "were", resume, res["state"].epoch, cfg.train.epochs)
@@ -168,9 +177,9 @@ def train_on_ray(cfg: Config, out: Path, *, metrics_path: str | Path | None,
     shutil.copyfile(res.checkpoint, model_path)
     seconds = time.perf_counter() - t0
     last = res.history[-1] if res.history else {}
-    metrics = {k: v for k, v in last.items()
-               if k not in ("epoch", "resumed_from") and math.isfinite(v)}
-    metrics.update(epochs=state.epoch, seconds=round(seconds, 2), ray_workers=cfg.ray.num_workers)
+    metrics = metrics_file_values({k: v for k, v in last.items()
+                                   if k not in ("epoch", "resumed_from")})
+    metrics.update(epochs=state.epoch, ray_workers=cfg.ray.num_workers)
     if metrics_path is not None:
         write_json(metrics_path, metrics)
     log.info("wrote %s (Ray run %s, %d worker(s), %d epochs, %.0f s)", model_path, res.run_name,

@@ -85,8 +85,13 @@ def test_dvc_and_mlflow_hold_the_same_metrics(pipeline: dict) -> None:
     assert set(by_row) == set(ROWS)
     for row in ROWS:
         m = ws[f"metrics/ablations/{row}.json"]["data"]
+        assert m.pop("split") == "test"
+        val = {k: m.pop(k) for k in list(m) if k.startswith("val/")}
+        assert "val/average_mAP" in val  # the row's validation score (held-out part)
         for k, v in m.items():
             assert by_row[row].data.metrics[f"test/{k}"] == v
+        for k, v in val.items():  # last epoch's validation numbers, under their own names
+            assert by_row[row].data.metrics[k] == v
         assert by_row[row].data.params["model.ame"] == ("False" if row == "baseline" else "True")
     # the report's Table 2 lists both rows with their mAP in percent
     t2 = (project / "reports" / "table2.md").read_text()
@@ -130,6 +135,29 @@ def test_noop_repro_and_plots(pipeline: dict) -> None:
     assert {"per-class AP (test)", "precision-recall (test, class mean)",
             "ablations, average mAP per row"} <= set(shown["data"])
     assert (project / "plots" / "evaluate" / "per_class_ap.png").is_file()
+
+
+def _outputs(project: Path) -> dict[str, bytes]:
+    """The text files a repro writes that numbers live in (metrics, tables, plot data)."""
+    files = [p for d in ("metrics", "reports", "plots") for p in sorted((project / d).rglob("*"))
+             if p.suffix in (".json", ".csv", ".md")]
+    files.append(project / "outputs" / "evaluate" / "predictions.json")
+    return {str(p.relative_to(project)): p.read_bytes() for p in files}
+
+
+@pytest.mark.slow
+def test_a_fresh_copy_reproduces_the_same_bytes(pipeline: dict, tmp_path: Path) -> None:
+    """Same seed, same machine, another fresh copy: `dvc repro` writes identical metrics,
+    reports and plot data (issue 11, item 6)."""
+    first = _outputs(pipeline["project"])
+    assert len(first) > 10 and "metrics/train.json" in first
+    project = make_project(tmp_path / "again")
+    proc = dvc(project, "repro")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    second = _outputs(project)
+    assert second.keys() == first.keys()
+    differ = [name for name in first if first[name] != second[name]]
+    assert not differ, f"differ between two fresh repros: {differ}"
 
 
 @pytest.mark.slow
