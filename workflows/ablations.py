@@ -131,6 +131,7 @@ def run_row(cfg: Config, row: Row, *, out_dir: str | Path, metrics_dir: str | Pa
     else:
         with tracking.start_run(cfg, run_name=f"ablation-{row.name}", tags=tags) as run:
             run_id = run.info.run_id
+            tracking.log_dataset_inputs(cfg, run_id, ("train", "val", "test"))
             res, ckpt, model, result = train_and_score(tracking.epoch_logger(run_id))
             tracking.log_evaluation(result, out / "predictions.json", {},
                                     fingerprint=tracking.test_set_fingerprint(cfg),

@@ -75,6 +75,7 @@ def track_evaluation(cfg: Config, result: MAPResult, predictions_path: str | Pat
 
     fingerprint = tracking.test_set_fingerprint(cfg)
     with tracking.start_run(cfg, run_id=run_id, run_name=run_name, tags=tags) as run:
+        tracking.log_dataset_inputs(cfg, run.info.run_id, ("test",))
         tracking.log_evaluation(result, predictions_path, plots, fingerprint=fingerprint,
                                 step=cfg.train.epochs)
         return run.info.run_id

@@ -67,6 +67,18 @@ def test_dvc_and_mlflow_hold_the_same_metrics(pipeline: dict) -> None:
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     feat_md5 = next(o["md5"] for o in lock["stages"]["features"]["outs"])
     assert run.data.tags["dvc.features.md5"] == feat_md5
+    # the runs table shows what the run read: one dataset per split, DVC's hash as digest
+    inputs = {i.dataset.name: (i.dataset.digest, {t.key: t.value for t in i.tags})
+              for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"synthetic:train", "synthetic:val", "synthetic:test"}
+    assert {d for d, _ in inputs.values()} == {feat_md5}
+    assert {n: t["mlflow.data.context"] for n, (_, t) in inputs.items()} == {
+        "synthetic:train": "train", "synthetic:val": "val", "synthetic:test": "test"}
+    # ... and the UI opens the experiments on their runs (not the GenAI overview)
+    for name in ("amnet", "amnet-ablations"):
+        exp = client.get_experiment_by_name(name)
+        assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "val/average_mAP" in run.data.metrics  # chosen on validation, reported on test
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, text=True,
                           capture_output=True, check=True).stdout.strip()
     assert run.data.tags["git.commit"] == head
@@ -93,6 +105,8 @@ def test_dvc_and_mlflow_hold_the_same_metrics(pipeline: dict) -> None:
         for k, v in val.items():  # last epoch's validation numbers, under their own names
             assert by_row[row].data.metrics[k] == v
         assert by_row[row].data.params["model.ame"] == ("False" if row == "baseline" else "True")
+        assert {i.dataset.name for i in by_row[row].inputs.dataset_inputs} == {
+            "synthetic:train", "synthetic:val", "synthetic:test"}
     # the report's Table 2 lists both rows with their mAP in percent
     t2 = (project / "reports" / "table2.md").read_text()
     full = ws["metrics/ablations/full.json"]["data"]["average_mAP"]
