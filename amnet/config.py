@@ -70,6 +70,11 @@ class DataConfig:
     default_fps: float = _f(30.0, gt=0, help="used when a video has no fps field")
     train_subset: str = "Validation"
     test_subset: str = "Test"
+    val_fraction: float = _f(0.2, ge=0, lt=1,
+                             help="share of train_subset's videos held out, class-stratified, "
+                                  "as the validation split every choice is made on (sweeps, "
+                                  "ASHA, eval_every, champion); never trained on. 0 = none")
+    val_seed: int = _f(0, ge=0, help="seed of the validation split (which videos are held out)")
     max_seq_len: int = _f(768, ge=8, help="training crop length in snippets")
     trunc_thresh: float = _f(0.5, ge=0, le=1,
                              help="keep a cropped action if this share of it survives")

@@ -159,7 +159,9 @@ def test_fit_reports_validation_map_through_the_callback(data_root: Path) -> Non
     engine.fit(cfg, train, test, callback=lambda e, m: seen.append((e, m)))
     assert [e for e, _ in seen] == [0, 1]
     for _, m in seen:
-        assert {"loss/total", "loss/trip", "lr", "average_mAP", "mAP_0.5"} <= set(m)
+        # validation numbers carry their split in the name (never mistaken for test scores)
+        assert {"loss/total", "loss/trip", "lr", "val/average_mAP", "val/mAP_0.5"} <= set(m)
+        assert "average_mAP" not in m
 
 
 def test_checkpoint_errors(tmp_path: Path) -> None:

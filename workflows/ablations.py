@@ -9,7 +9,9 @@ Each row is one MLflow run in the experiment ``<tracking.experiment>-ablations``
 the test metrics (``test/*``), tables, predictions and the model — so the MLflow UI compares
 the rows side by side. Files (``--out outputs/ablations``, ``--metrics metrics/ablations``):
 
-* ``metrics/ablations/<row>.json``: ``{"mAP_0.3": …, "average_mAP": …}`` (DVC metrics)
+* ``metrics/ablations/<row>.json`` (DVC metrics): the test scores ``{"mAP_0.3": …,
+  "average_mAP": …, "split": "test"}`` plus the last epoch's validation scores
+  ``{"val/mAP_0.3": …, "val/average_mAP": …}`` (``data.val_fraction`` > 0)
 * ``outputs/ablations/<row>/``: ``model.pt``, ``predictions.json``, ``per_class_ap.json``,
   ``mlflow_run.json``
 """
@@ -86,10 +88,12 @@ def row_config(params: str | Path, row: Row, common: list[str],
 
 def run_row(cfg: Config, row: Row, *, out_dir: str | Path, metrics_dir: str | Path,
             track: bool = True, log_model: bool = True) -> dict[str, Any]:
-    """Train ``cfg`` in-process, evaluate on the test split, write the row's files; return
+    """Train ``cfg`` in-process on the training part, score the validation part after the
+    last epoch and the test split for reporting, write the row's files; return
     ``{"row", "metrics", "run_id", "seconds"}``."""
     from amnet import engine
-    from amnet.data.dataset import TALDataset
+    from amnet.data.dataset import train_val_datasets
+    from amnet.io import read_json_object
     from workflows.evaluate import score_model, write_json
 
     out = Path(out_dir) / row.name
@@ -101,13 +105,15 @@ def run_row(cfg: Config, row: Row, *, out_dir: str | Path, metrics_dir: str | Pa
         from workflows import tracking
 
         tracking.configure(cfg)  # fail fast before any training
-    train_ds = TALDataset(cfg.data, cfg.data.train_subset, training=True, seed=cfg.train.seed)
+    # the same training part as `amnet train` (the validation part held out) and, after the
+    # last epoch, the validation mAP (val/*) that choices between rows may use
+    train_ds, val_ds = train_val_datasets(cfg.data, seed=cfg.train.seed)
     tags = {"ablation": row.name, "ablation.label": row.label,
             "ablation.tables": ",".join(map(str, row.tables))}
     run_id = None
 
     def train_and_score(callback: Any = None) -> tuple[Any, dict[str, Path], Any, Any]:
-        res = engine.fit(cfg, train_ds, None, callback=callback, checkpoint_dir=out / "ckpt")
+        res = engine.fit(cfg, train_ds, val_ds, callback=callback, checkpoint_dir=out / "ckpt")
         ckpt = out / "model.pt"
         Path(res["checkpoint"]).replace(ckpt)
         (out / "ckpt").rmdir()
@@ -115,6 +121,9 @@ def run_row(cfg: Config, row: Row, *, out_dir: str | Path, metrics_dir: str | Pa
         result, _ = score_model(cfg, model, res["classes"], metrics_path=metrics_path,
                                 predictions_path=out / "predictions.json",
                                 per_class_path=out / "per_class_ap.json", name=row.name)
+        val = {k: v for k, v in res["metrics"].items() if k.startswith(engine.VAL_PREFIX)}
+        if val:  # beside the test numbers, prefixed: "split" names the unprefixed ones
+            write_json(metrics_path, {**read_json_object(metrics_path, missing_ok=False), **val})
         return res, ckpt, model, result
 
     if tracking is None:
@@ -122,6 +131,7 @@ def run_row(cfg: Config, row: Row, *, out_dir: str | Path, metrics_dir: str | Pa
     else:
         with tracking.start_run(cfg, run_name=f"ablation-{row.name}", tags=tags) as run:
             run_id = run.info.run_id
+            tracking.log_dataset_inputs(cfg, run_id, ("train", "val", "test"))
             res, ckpt, model, result = train_and_score(tracking.epoch_logger(run_id))
             tracking.log_evaluation(result, out / "predictions.json", {},
                                     fingerprint=tracking.test_set_fingerprint(cfg),

@@ -3,8 +3,9 @@
 Loads the checkpoint written by ``amnet train``, predicts every test video (Eq. 13–14 +
 Soft-NMS), scores it with the ActivityNet protocol at ``eval.tiou`` and writes
 
-* ``--metrics`` (DVC metrics, fractions in [0, 1]): ``{"mAP_0.3": …, "average_mAP": …}``, the
-  names MLflow holds them under (with a ``test/`` prefix there)
+* ``--metrics`` (DVC metrics, fractions in [0, 1]): ``{"mAP_0.3": …, "average_mAP": …,
+  "split": "test"}``, the names MLflow holds them under (with the ``test/`` prefix there);
+  scored against ``<data.root>/annotations.json`` as given, exactly as ``amnet eval`` does
 * ``--per-class``: ``{"<tIoU>": {class: AP}}``
 * ``--predictions``: the ActivityNet-style results JSON
 * ``--plots``: per-class AP, PR curves, false-positive analysis, timeline (PNG + CSV for DVC)
@@ -53,7 +54,8 @@ def score_model(cfg: Config, model: torch.nn.Module, classes: list[str], *,
     model.to(device)
     _, preds, result = engine.evaluate(model, test_ds, cfg, device)
     js = result.to_json()
-    write_json(metrics_path, result.metrics())  # flat: one `dvc metrics show` row per file
+    # flat: one `dvc metrics show` row per file; "split" says which split the numbers score
+    write_json(metrics_path, {**result.metrics(), "split": "test"})
     if per_class_path is not None:
         write_json(per_class_path, js["per_class_AP"])
     write_json(predictions_path, preds)
@@ -74,6 +76,7 @@ def track_evaluation(cfg: Config, result: MAPResult, predictions_path: str | Pat
 
     fingerprint = tracking.test_set_fingerprint(cfg)
     with tracking.start_run(cfg, run_id=run_id, run_name=run_name, tags=tags) as run:
+        tracking.log_dataset_inputs(cfg, run.info.run_id, ("test",))
         tracking.log_evaluation(result, predictions_path, plots, fingerprint=fingerprint,
                                 step=cfg.train.epochs)
         return run.info.run_id

@@ -113,17 +113,15 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
     from torch.utils.data.distributed import DistributedSampler
 
     from amnet import engine
-    from amnet.data.dataset import TALDataset
+    from amnet.data.dataset import train_val_datasets
 
     rank, ws, device = ctx.rank, ctx.world_size, ctx.device
     wcfg = cfg.replace(f"train.batch_size={per_worker_batch(cfg, ws)}")
     engine.seed_everything(cfg.train.seed)
-    train_ds = TALDataset(cfg.data, cfg.data.train_subset, training=True, seed=cfg.train.seed)
-    # evaluation runs on rank 0 only (the model is identical on every rank after each step)
-    val_ds = None
-    if ctx.validate and rank == 0:
-        val_ds = TALDataset(cfg.data, cfg.data.test_subset, training=False,
-                            classes=train_ds.classes)
+    # evaluation runs on rank 0 only (the model is identical on every rank after each step),
+    # on the validation part of the training subset (amnet.data.split), never on Test
+    train_ds, val_ds = train_val_datasets(cfg.data, seed=cfg.train.seed,
+                                          validation=ctx.validate and rank == 0)
     sampler = DistributedSampler(train_ds, num_replicas=ws, rank=rank, shuffle=True,
                                  seed=cfg.train.seed, drop_last=False)
     loader = engine.make_loader(train_ds, wcfg, training=True, sampler=sampler)
@@ -171,7 +169,8 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
             val = None
             if val_ds is not None:  # rank 0
                 val, _, _ = engine.evaluate(state.eval_model, val_ds, cfg, device)
-            metrics.update(_broadcast(val, ws) or {})
+            val = _broadcast(val, ws) or {}
+            metrics.update({f"{engine.VAL_PREFIX}{k}": v for k, v in val.items()})
             metrics["time/eval_s"] = time.perf_counter() - t1
         metrics.update(epoch=epoch, resumed_from=resumed_from)
         history.append(dict(metrics))

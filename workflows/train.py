@@ -3,14 +3,16 @@
 ``ray.num_workers`` = 0 (default): in-process :func:`amnet.engine.fit`; N >= 1: the same run
 on N Ray Train workers (:func:`train_on_ray`, ``workflows.ray_train``), same outputs.
 
-Loads the config, builds the training split (random crops) and the test split (full videos,
-for the validation mAP every ``train.eval_every`` epochs and after the last), runs
+Loads the config, builds the training part of ``data.train_subset`` (random crops) and its
+held-out validation part (full videos, ``data.val_fraction``, :mod:`amnet.data.split`) for the
+validation mAP (``val/*``) every ``train.eval_every`` epochs and after the last, runs
 :func:`amnet.engine.fit` with a logging callback, and writes:
 
 * ``<out>/model.pt`` — the final checkpoint (``amnet.engine`` format: weights, EMA, optimiser,
   config, class names; ``amnet detect`` / ``workflows.evaluate`` load it);
 * ``--metrics`` (default ``metrics/train.json``) — the last epoch's losses, learning rate and
-  validation mAP, plus ``epochs`` and ``seconds``.
+  validation mAP (``val/*``), plus ``epochs``; no wall times, so a rerun with the same seed on
+  the same machine writes the same bytes (times are logged and go to MLflow).
 
 The resumable state goes to ``<out>/checkpoints/last.pt`` after every epoch; ``--resume`` that
 file to continue an interrupted run with the same results.
@@ -49,29 +51,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None,
                         help="override train.device (auto | cpu | cuda | cuda:N)")
     parser.add_argument("--no-val", action="store_true",
-                        help="skip the validation mAP on the test split during training")
+                        help="skip the validation mAP (val/*) during training")
     parser.add_argument("--no-track", action="store_true",
                         help="do not log to MLflow (default: log to tracking.* / "
                              "MLFLOW_TRACKING_URI; <out>/mlflow_run.json names the run)")
 
 
 def build_datasets(cfg: Config, *, validation: bool = True) -> tuple[Any, Any]:
-    """(training split with crops, test split of full videos or None), same class list."""
-    from amnet.data.dataset import TALDataset
+    """(training part with crops, validation part of full videos or None), same class list:
+    both from ``data.train_subset`` (:func:`amnet.data.dataset.train_val_datasets`)."""
+    from amnet.data.dataset import train_val_datasets
 
-    train_ds = TALDataset(cfg.data, cfg.data.train_subset, training=True, seed=cfg.train.seed)
-    val_ds = None
-    if validation:
-        val_ds = TALDataset(cfg.data, cfg.data.test_subset, training=False,
-                            classes=train_ds.classes)
-    return train_ds, val_ds
+    return train_val_datasets(cfg.data, seed=cfg.train.seed, validation=validation)
 
 
 def log_epoch(total_epochs: int) -> Callback:
     """A callback that logs one line per epoch (losses, lr, validation mAP when present)."""
     def callback(epoch: int, metrics: dict[str, float]) -> None:
         keys = ["loss/total", "loss/cls", "loss/reg", "loss/mat", "loss/trip", "lr",
-                "average_mAP", "mAP_0.5", "time/epoch_s"]
+                "val/average_mAP", "val/mAP_0.5", "time/epoch_s"]
         shown = " ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
         log.info("epoch %d/%d %s", epoch + 1, total_epochs, shown)
     return callback
@@ -84,6 +82,14 @@ def chain(*callbacks: Callback | None) -> Callback:
             if cb is not None:
                 cb(epoch, dict(metrics))
     return callback
+
+
+def metrics_file_values(metrics: dict[str, float]) -> dict[str, float]:
+    """What the DVC metrics file keeps of an epoch's metrics: the finite values, without wall
+    times (``time/*``, ``gpu/*``), so the same seed on the same machine writes the same bytes
+    (issue 11, item 6). The times stay in the log and in MLflow."""
+    return {k: v for k, v in metrics.items()
+            if math.isfinite(v) and not k.startswith(("time/", "gpu/"))}
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
@@ -111,7 +117,8 @@ def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
     train_ds, val_ds = build_datasets(cfg, validation=validation)
     log.info("training on %d videos (%s), validating on %s; %d epochs on %s", len(train_ds),
              cfg.data.train_subset,
-             f"{len(val_ds)} videos ({cfg.data.test_subset})" if val_ds is not None else "none",
+             f"{len(val_ds)} held-out videos of {cfg.data.train_subset}" if val_ds is not None
+             else "none",
              cfg.train.epochs, resolve_device(device or cfg.train.device))
     res = engine.fit(cfg, train_ds, val_ds, callback=chain(log_epoch(cfg.train.epochs), callback),
                      checkpoint_dir=out / "checkpoints", resume=resume, device=device)
@@ -121,15 +128,16 @@ def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
     else:  # resumed from a finished run: nothing trained, save the state as it is
         engine.save_checkpoint(model_path, res["state"], cfg, {"classes": res["classes"]})
     seconds = time.perf_counter() - t0
-    metrics = {k: v for k, v in res["metrics"].items() if math.isfinite(v)}
-    metrics.update(epochs=res["state"].epoch, seconds=round(seconds, 2))
+    metrics = metrics_file_values(res["metrics"])
+    metrics.update(epochs=res["state"].epoch)
     if not res["history"]:
         log.warning("%s is already at epoch %d of %d: nothing trained; metrics left as they "
                     "were", resume, res["state"].epoch, cfg.train.epochs)
     elif metrics_path is not None:
         write_json(metrics_path, metrics)
     log.info("wrote %s (%d epochs, %.0f s)%s", model_path, res["state"].epoch, seconds,
-             f"; average mAP {metrics['average_mAP']:.4f}" if "average_mAP" in metrics else "")
+             f"; validation average mAP {metrics['val/average_mAP']:.4f}"
+             if "val/average_mAP" in metrics else "")
     return {**res, "model_path": str(model_path),
             "metrics_path": None if metrics_path is None else str(metrics_path),
             "seconds": seconds}
@@ -170,9 +178,9 @@ def train_on_ray(cfg: Config, out: Path, *, metrics_path: str | Path | None,
     shutil.copyfile(res.checkpoint, model_path)
     seconds = time.perf_counter() - t0
     last = res.history[-1] if res.history else {}
-    metrics = {k: v for k, v in last.items()
-               if k not in ("epoch", "resumed_from") and math.isfinite(v)}
-    metrics.update(epochs=state.epoch, seconds=round(seconds, 2), ray_workers=cfg.ray.num_workers)
+    metrics = metrics_file_values({k: v for k, v in last.items()
+                                   if k not in ("epoch", "resumed_from")})
+    metrics.update(epochs=state.epoch, ray_workers=cfg.ray.num_workers)
     if metrics_path is not None:
         write_json(metrics_path, metrics)
     log.info("wrote %s (Ray run %s, %d worker(s), %d epochs, %.0f s)", model_path, res.run_name,

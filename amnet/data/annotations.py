@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ import numpy as np
 from amnet.data.features import check_video_id
 from amnet.errors import DataError
 
-__all__ = ["AnnotationSet", "VideoAnnotation", "load_annotations", "parse_annotations"]
+__all__ = ["AnnotationSet", "VideoAnnotation", "load_annotations", "parse_annotations",
+           "scoring_ground_truth"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,41 @@ def load_annotations(path: str | Path, *, default_fps: float | None = None,
         raise DataError(f"{path}: cannot read annotation file: {e}") from None
     return parse_annotations(text, source=str(path), default_fps=default_fps,
                              segment_policy=segment_policy, classes=classes)
+
+
+def scoring_ground_truth(path: str | Path, subset: str | None = None,
+                         video_ids: Iterable[str] | None = None) -> dict[str, Any]:
+    """The annotation file **as given**, for scoring: what ``amnet eval GT.json`` scores against.
+
+    The evaluation protocol scores every annotated instance of the scored subset, including
+    those reaching past a video's end, so nothing here is clipped, dropped or reordered (the
+    ``segment_policy`` repairs of :func:`load_annotations` exist for building training targets
+    only). ``video_ids`` (with ``subset``) restricts the scored subset to those videos, e.g. a
+    validation part carved out of a subset: the subset's other videos are left out; videos of
+    other subsets stay (their labels stay known to the evaluator).
+
+    The file is expected to have been validated already (e.g. by the dataset that reads it);
+    unreadable or non-ActivityNet content still raises :class:`DataError` naming the file.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"annotation file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read annotation file: {e}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("database"), dict):
+        raise DataError(f"{path}: missing field 'database' (expected an ActivityNet-style "
+                        "object {'database': {video_id: {...}}})")
+    if video_ids is None:
+        return raw
+    if subset is None:
+        raise ValueError("scoring_ground_truth: video_ids needs the subset it restricts")
+    keep, want = set(video_ids), subset.lower()
+    # the evaluator's own subset test (amnet.evaluation.map): str(subset).lower() == wanted
+    db = {vid: v for vid, v in raw["database"].items()
+          if vid in keep or not isinstance(v, dict) or str(v.get("subset", "")).lower() != want}
+    return {**raw, "database": db}
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]], found: dict[int, list[str]]) -> dict[str, Any]:

@@ -22,14 +22,20 @@ import torch
 from torch.utils.data import Dataset
 
 from amnet.config import DataConfig
-from amnet.data.annotations import AnnotationSet, VideoAnnotation, load_annotations
+from amnet.data.annotations import (
+    AnnotationSet,
+    VideoAnnotation,
+    load_annotations,
+    scoring_ground_truth,
+)
 from amnet.data.features import feature_path, load_feature_file, read_header
 from amnet.data.manifest import ANNOTATIONS_FILE, MANIFEST_FILE, check_video, read_manifest
+from amnet.data.split import PARTS, Split, split_videos
 from amnet.data.timing import expected_num_snippets, seconds_to_snippet
 from amnet.errors import DataError
 from amnet.progress import progress
 
-__all__ = ["TALDataset", "collate", "crop_window"]
+__all__ = ["TALDataset", "collate", "crop_window", "train_val_datasets"]
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +53,20 @@ class TALDataset(Dataset):
     ``classes`` fixes the class list (e.g. the one a model was trained with); default: the
     manifest's list if ``root`` has one, else the sorted labels of the annotation file.
     ``cache``: keep float32 features in memory (``None`` = when the split is under 2 GiB).
+    ``part``: ``all`` videos of ``subset``, or its ``train`` / ``val`` part
+    (:mod:`amnet.data.split`: ``cfg.val_fraction`` held out, seeded by ``cfg.val_seed``).
     """
 
     def __init__(self, cfg: DataConfig, subset: str, *, training: bool,
                  root: str | Path | None = None, seed: int = 0,
-                 classes: list[str] | None = None, cache: bool | None = None) -> None:
+                 classes: list[str] | None = None, cache: bool | None = None,
+                 part: str = "all") -> None:
+        if part not in PARTS:
+            raise ValueError(f"TALDataset: part must be one of {PARTS}, got {part!r}")
         self.cfg = cfg
         self.root = Path(root if root is not None else cfg.root)
         self.subset_name = subset
+        self.part = part
         self.training = training
         self.seed = int(seed)
         self.epoch = 0
@@ -73,7 +85,7 @@ class TALDataset(Dataset):
         if len(self.classes) > cfg.num_classes:
             raise DataError(f"{self.root / ANNOTATIONS_FILE}: {len(self.classes)} classes but "
                             f"data.num_classes={cfg.num_classes} (expected at most that many)")
-        videos = self.annotations.subset(subset)
+        videos = self._select_part(self.annotations.subset(subset))
         if training:
             self._warn_untrained_classes(subset)
         self._feats: dict[str, np.ndarray] = {}
@@ -91,6 +103,38 @@ class TALDataset(Dataset):
             videos = kept
         self.videos: list[VideoAnnotation] = videos
         self.video_ids = [v.video_id for v in videos]
+
+    # ----------------------------------------------------------------------- scoring
+
+    def scoring_ground_truth(self) -> dict[str, Any]:
+        """The ground truth this split is scored against: the annotation file as given
+        (:func:`~amnet.data.annotations.scoring_ground_truth`), nothing clipped or dropped,
+        so the number equals ``amnet eval <root>/annotations.json``'s on the same predictions.
+        """
+        if self.part == "all":
+            return scoring_ground_truth(self.root / ANNOTATIONS_FILE)
+        return scoring_ground_truth(self.root / ANNOTATIONS_FILE, self.subset_name,
+                                    self.part_ids)
+
+    def _select_part(self, videos: list[VideoAnnotation]) -> list[VideoAnnotation]:
+        """The videos of ``self.part`` of the subset (:mod:`amnet.data.split`)."""
+        self.split: Split | None = None
+        if self.part == "all":
+            self.part_ids = [v.video_id for v in videos]
+            return videos
+        self.split = split = split_videos(videos, self.cfg.val_fraction, self.cfg.val_seed)
+        ids = split.val if self.part == "val" else split.train
+        if not ids:
+            raise DataError(f"{self.root / ANNOTATIONS_FILE}: split {self.subset_name!r} has no "
+                            f"video for its {self.part!r} part (data.val_fraction="
+                            f"{self.cfg.val_fraction}, {len(videos)} videos; expected at least "
+                            "two videos of one class, or a larger data.val_fraction)")
+        self.part_ids = list(ids)
+        keep = set(ids)
+        log.info("%s split %r, %s part: %d of %d videos (data.val_fraction=%g, val_seed=%d)",
+                 self.root, self.subset_name, self.part, len(ids), len(videos),
+                 self.cfg.val_fraction, self.cfg.val_seed)
+        return [v for v in videos if v.video_id in keep]
 
     # ----------------------------------------------------------------------- validation
 
@@ -194,6 +238,31 @@ class TALDataset(Dataset):
             "offset": int(offset),
             "length": len(feats),
         }
+
+
+def train_val_datasets(cfg: DataConfig, *, seed: int, validation: bool = True,
+                       root: str | Path | None = None) -> tuple[TALDataset, TALDataset | None]:
+    """(training dataset with crops, validation dataset of full videos or None).
+
+    Both come from ``cfg.train_subset``: training reads its ``train`` part, validation its
+    ``val`` part (:mod:`amnet.data.split`), so training never sees a validation video. With
+    ``cfg.val_fraction == 0`` training reads the whole subset and there is no validation
+    dataset (nor with ``validation=False``, or when no class has two videos to hold one out:
+    a warning); the test subset is never a stand-in for it.
+    """
+    held_out = cfg.val_fraction > 0
+    train_ds = TALDataset(cfg, cfg.train_subset, training=True, seed=seed, root=root,
+                          part="train" if held_out else "all")
+    if held_out and train_ds.split is not None and not train_ds.split.val:
+        log.warning("%s split %r: no class has two videos, so data.val_fraction=%g holds none "
+                    "out: training without a validation split", train_ds.root,
+                    cfg.train_subset, cfg.val_fraction)
+        return train_ds, None
+    val_ds = None
+    if validation and held_out:
+        val_ds = TALDataset(cfg, cfg.train_subset, training=False, root=root,
+                            classes=train_ds.classes, part="val")
+    return train_ds, val_ds
 
 
 def crop_window(segments: np.ndarray, length: int, max_seq_len: int, crop_ratio_min: float,

@@ -33,13 +33,14 @@ from amnet.engine.checkpoint import (
 )
 from amnet.engine.epoch import LOSS_KEYS, train_one_epoch
 from amnet.engine.evaluate import evaluate, ground_truth, predict
-from amnet.engine.fit import fit
+from amnet.engine.fit import VAL_PREFIX, fit
 from amnet.engine.phases import autocast, batch_to, detect_phase, mask_phase
 from amnet.engine.seed import restore_rng, seed_everything
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "LOSS_KEYS",
+    "VAL_PREFIX",
     "TrainState",
     "autocast",
     "batch_to",

@@ -45,11 +45,17 @@ def predict(model: nn.Module, dataset: Any, cfg: Config, device: torch.device | 
 
 
 def ground_truth(dataset: Any) -> dict[str, Any]:
-    """The ActivityNet-style GT dict (seconds) of ``dataset``'s whole annotation file.
+    """The ActivityNet-style GT dict (seconds) that ``dataset``'s split is scored against.
 
+    A :class:`~amnet.data.dataset.TALDataset` gives its annotation file **as given**
+    (``dataset.scoring_ground_truth()``): the protocol scores every annotated instance, also
+    those past a video's end that the data layer clips or drops for training targets, so the
+    mAP equals ``amnet eval`` on the same file. Other datasets: their parsed annotations.
     Every subset is included (the evaluator picks the scored one), so a class that only the
     other split uses is known to the evaluator rather than an error.
     """
+    if hasattr(dataset, "scoring_ground_truth"):
+        return dataset.scoring_ground_truth()
     db = {}
     for vid, v in dataset.annotations.videos.items():
         db[vid] = {

@@ -20,7 +20,10 @@ from amnet.engine.evaluate import evaluate
 from amnet.engine.seed import restore_rng, seed_everything
 from amnet.errors import ModelLoadError
 
-__all__ = ["fit"]
+__all__ = ["VAL_PREFIX", "fit"]
+
+#: the split in a metric's name: ``val/average_mAP`` is scored on the validation split
+VAL_PREFIX = "val/"
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +36,8 @@ def fit(cfg: Config, train_ds: Any, val_ds: Any = None, *,
 
     ``callback(epoch, metrics)`` runs once per epoch (0-based epoch) with the losses, ``lr``,
     ``time/epoch_s`` and — every ``cfg.train.eval_every`` epochs and after the last — the
-    validation ``mAP_*`` / ``average_mAP`` on ``val_ds``. After each epoch the state goes to
+    validation ``val/mAP_*`` / ``val/average_mAP`` on ``val_ds`` (the validation split, never
+    the test split: these numbers may feed choices). After each epoch the state goes to
     ``checkpoint_dir/last.pt`` (written before the callback runs). ``resume``: a checkpoint
     path; training continues at its next epoch and gives the same results as an uninterrupted
     run.
@@ -71,7 +75,7 @@ def fit(cfg: Config, train_ds: Any, val_ds: Any = None, *,
         last = state.epoch == cfg.train.epochs
         if val_ds is not None and (last or (every and state.epoch % every == 0)):
             val, _, _ = evaluate(state.eval_model, val_ds, cfg, device)
-            metrics.update(val)
+            metrics.update({f"{VAL_PREFIX}{k}": v for k, v in val.items()})
         logger.info("epoch %d/%d %s", state.epoch, cfg.train.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if math.isfinite(v)))
         history.append(metrics)

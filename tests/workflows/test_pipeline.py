@@ -46,6 +46,7 @@ def test_dvc_and_mlflow_hold_the_same_metrics(pipeline: dict) -> None:
     shown = json.loads(dvc(project, "metrics", "show", "--json").stdout)
     ws = next(iter(shown.values()))["data"]  # the workspace entry
     main = ws["metrics/evaluate.json"]["data"]
+    assert main.pop("split") == "test"  # the file says which split it scores
     assert set(main) == {"mAP_0.3", "mAP_0.4", "mAP_0.5", "mAP_0.6", "mAP_0.7", "average_mAP"}
     preds = json.loads((project / "outputs/evaluate/predictions.json").read_text())
     assert sum(len(v) for v in preds["results"].values()) > 0
@@ -66,6 +67,18 @@ def test_dvc_and_mlflow_hold_the_same_metrics(pipeline: dict) -> None:
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     feat_md5 = next(o["md5"] for o in lock["stages"]["features"]["outs"])
     assert run.data.tags["dvc.features.md5"] == feat_md5
+    # the runs table shows what the run read: one dataset per split, DVC's hash as digest
+    inputs = {i.dataset.name: (i.dataset.digest, {t.key: t.value for t in i.tags})
+              for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"synthetic:train", "synthetic:val", "synthetic:test"}
+    assert {d for d, _ in inputs.values()} == {feat_md5}
+    assert {n: t["mlflow.data.context"] for n, (_, t) in inputs.items()} == {
+        "synthetic:train": "train", "synthetic:val": "val", "synthetic:test": "test"}
+    # ... and the UI opens the experiments on their runs (not the GenAI overview)
+    for name in ("amnet", "amnet-ablations"):
+        exp = client.get_experiment_by_name(name)
+        assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "val/average_mAP" in run.data.metrics  # chosen on validation, reported on test
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, text=True,
                           capture_output=True, check=True).stdout.strip()
     assert run.data.tags["git.commit"] == head
@@ -84,9 +97,16 @@ def test_dvc_and_mlflow_hold_the_same_metrics(pipeline: dict) -> None:
     assert set(by_row) == set(ROWS)
     for row in ROWS:
         m = ws[f"metrics/ablations/{row}.json"]["data"]
+        assert m.pop("split") == "test"
+        val = {k: m.pop(k) for k in list(m) if k.startswith("val/")}
+        assert "val/average_mAP" in val  # the row's validation score (held-out part)
         for k, v in m.items():
             assert by_row[row].data.metrics[f"test/{k}"] == v
+        for k, v in val.items():  # last epoch's validation numbers, under their own names
+            assert by_row[row].data.metrics[k] == v
         assert by_row[row].data.params["model.ame"] == ("False" if row == "baseline" else "True")
+        assert {i.dataset.name for i in by_row[row].inputs.dataset_inputs} == {
+            "synthetic:train", "synthetic:val", "synthetic:test"}
     # the report's Table 2 lists both rows with their mAP in percent
     t2 = (project / "reports" / "table2.md").read_text()
     full = ws["metrics/ablations/full.json"]["data"]["average_mAP"]
@@ -129,6 +149,29 @@ def test_noop_repro_and_plots(pipeline: dict) -> None:
     assert {"per-class AP (test)", "precision-recall (test, class mean)",
             "ablations, average mAP per row"} <= set(shown["data"])
     assert (project / "plots" / "evaluate" / "per_class_ap.png").is_file()
+
+
+def _outputs(project: Path) -> dict[str, bytes]:
+    """The text files a repro writes that numbers live in (metrics, tables, plot data)."""
+    files = [p for d in ("metrics", "reports", "plots") for p in sorted((project / d).rglob("*"))
+             if p.suffix in (".json", ".csv", ".md")]
+    files.append(project / "outputs" / "evaluate" / "predictions.json")
+    return {str(p.relative_to(project)): p.read_bytes() for p in files}
+
+
+@pytest.mark.slow
+def test_a_fresh_copy_reproduces_the_same_bytes(pipeline: dict, tmp_path: Path) -> None:
+    """Same seed, same machine, another fresh copy: `dvc repro` writes identical metrics,
+    reports and plot data (issue 11, item 6)."""
+    first = _outputs(pipeline["project"])
+    assert len(first) > 10 and "metrics/train.json" in first
+    project = make_project(tmp_path / "again")
+    proc = dvc(project, "repro")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    second = _outputs(project)
+    assert second.keys() == first.keys()
+    differ = [name for name in first if first[name] != second[name]]
+    assert not differ, f"differ between two fresh repros: {differ}"
 
 
 @pytest.mark.slow

@@ -250,7 +250,7 @@ def test_two_workers_match_one_worker_through_crash_resume_and_restart(
         assert b == pytest.approx(a, rel=1e-4, abs=1e-6), key
     assert _losses(one.history)[-1] < _losses(one.history)[0], "training must reduce the loss"
     for h1, h2 in zip(one.history, history, strict=True):
-        assert h2["average_mAP"] == pytest.approx(h1["average_mAP"], abs=2e-3)
+        assert h2["val/average_mAP"] == pytest.approx(h1["val/average_mAP"], abs=2e-3)
 
     # rank 0 logged every epoch into the active MLflow run exactly once, a replay included
     from mlflow.tracking import MlflowClient
@@ -258,4 +258,4 @@ def test_two_workers_match_one_worker_through_crash_resume_and_restart(
     client = MlflowClient(mlflow_sqlite_uri)
     steps = [m.step for m in client.get_metric_history(run_id, "loss/total")]
     assert sorted(steps) == list(range(EPOCHS))
-    assert len(client.get_metric_history(run_id, "average_mAP")) == EPOCHS
+    assert len(client.get_metric_history(run_id, "val/average_mAP")) == EPOCHS

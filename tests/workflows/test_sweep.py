@@ -22,10 +22,13 @@ from amnet.data.synthetic import generate_synthetic
 from amnet.errors import ConfigError
 from workflows import ray_utils
 from workflows.sweep import (
+    METRIC,
     Dim,
+    SweepError,
     optuna_study,
     run_sweep,
     search_dims,
+    trial_base,
     tune_space,
     with_values,
     write_best_params,
@@ -102,6 +105,14 @@ def test_trial_values_go_through_config_validation() -> None:
         search_dims(base.replace("sweep.weight_decay=[0.0, 0.1]"))
 
 
+def test_sweeps_select_on_the_validation_split() -> None:
+    assert METRIC == "val/average_mAP"  # what ASHA stops on and the best config maximises
+    base = load_config(None)
+    assert trial_base(base).train.eval_every == 1
+    with pytest.raises(SweepError, match=r"data\.val_fraction=0"):
+        trial_base(base.replace("data.val_fraction=0"))
+
+
 def test_best_params_file_is_a_train_params_file(tmp_path: Path, params_file: Path) -> None:
     out = tmp_path / "params" / "best.yaml"
     write_best_params(out, {"loss.lambda1": 1.25, "model.gam_depth": 3},
@@ -120,11 +131,11 @@ def test_optuna_study_rebuilt_from_trial_rows() -> None:
 
     dims = [Dim("loss.lambda1", 0.5, 2.0), Dim("model.gam_depth", 1, 3, integer=True)]
     rows = [{"trial": "a", "status": "completed", "loss.lambda1": 1.0, "model.gam_depth": 2,
-             "average_mAP": 0.3},
+             METRIC: 0.3},
             {"trial": "b", "status": "failed", "loss.lambda1": 1.9, "model.gam_depth": 1,
-             "average_mAP": math.nan},
+             METRIC: math.nan},
             {"trial": "c", "status": "early_stopped", "loss.lambda1": 0.7,
-             "model.gam_depth": 3, "average_mAP": 0.1}]
+             "model.gam_depth": 3, METRIC: 0.1}]
     study = optuna_study(rows, dims)
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
@@ -201,10 +212,10 @@ def test_in_process_sweep_survives_a_crash_and_resumes_after_ctrl_c(
     assert set(ok["status"]) <= {"completed", "early_stopped"}
     for trial, row in done_before.set_index("trial").iterrows():  # not re-run on resume
         assert t.loc[trial, "epochs"] == row["epochs"]
-        assert t.loc[trial, "average_mAP"] == row["average_mAP"]
+        assert t.loc[trial, METRIC] == row[METRIC]
 
     # best config: the non-failed trial with the highest last average mAP, as a params file
-    best_trial = ok["average_mAP"].idxmax()
+    best_trial = ok[METRIC].idxmax()
     assert second.best == pytest.approx({k: ok.loc[best_trial, k] for k in second.best})
     assert second.best_params_path == best_file
     best_cfg = load_config(best_file)
@@ -231,13 +242,17 @@ def test_in_process_sweep_survives_a_crash_and_resumes_after_ctrl_c(
         for key in ("loss.lambda1", "loss.lambda2"):  # ... and the config the trial trained
             assert float(run[f"params.{key}"]) == pytest.approx(t.loc[trial, key])
         assert run["params.model.gam_depth"] == str(t.loc[trial, "model.gam_depth"])
-        steps = [m.step for m in client.get_metric_history(run["run_id"], "average_mAP")]
+        steps = [m.step for m in client.get_metric_history(run["run_id"], METRIC)]
         assert steps == list(range(int(t.loc[trial, "epochs"])))
-        assert run["metrics.average_mAP"] == pytest.approx(t.loc[trial, "average_mAP"])
+        assert run[f"metrics.{METRIC}"] == pytest.approx(t.loc[trial, METRIC])
+        # a trial is scored on the validation split only: no test number can feed the choice
+        logged = client.get_run(run["run_id"]).data.metrics
+        assert not [k for k in logged if k.startswith("test/") or k.startswith("mAP_")
+                    or k == "average_mAP"]
     parent = client.get_run(second.parent_run_id)
     assert float(parent.data.params["best.loss.lambda1"]) == pytest.approx(
         second.best["loss.lambda1"])
-    assert parent.data.metrics["best/average_mAP"] == pytest.approx(second.best_metric)
+    assert parent.data.metrics[f"best/{METRIC}"] == pytest.approx(second.best_metric)
     arts = {a.path for a in client.list_artifacts(second.parent_run_id, "sweep")}
     assert {"sweep/trials.json", "sweep/trials.csv", "sweep/best.yaml",
             "sweep/optimization_history.png", "sweep/param_importances.png"} <= arts
@@ -263,7 +278,7 @@ def test_sweep_with_a_torch_trainer_in_each_trial(
     assert len(kids) == 2
     for _, run in kids.iterrows():  # rank 0 logged each epoch into the trial's child run
         trial = f"trial_{run['tags.amnet.sweep_trial_id']}"
-        steps = [m.step for m in client.get_metric_history(run["run_id"], "average_mAP")]
+        steps = [m.step for m in client.get_metric_history(run["run_id"], METRIC)]
         n = int(t.loc[trial, "epochs"])  # Tune's count; the workers may run ahead of ASHA's
         assert steps[:n] == list(range(n)) and len(set(steps)) == len(steps)  # stop decision
         assert run["params.sweep.workers_per_trial"] == "2"

@@ -29,7 +29,7 @@ def test_train_command_writes_model_and_metrics(tmp_path: Path) -> None:
     assert main(["-q", "train", "-p", PARAMS, *sets, "--out", str(out),
                  "--metrics", str(metrics), "--no-track"]) == 0
     m = json.loads(metrics.read_text())
-    assert m["epochs"] == 2 and m["loss/total"] > 0 and 0 <= m["average_mAP"] <= 1
+    assert m["epochs"] == 2 and m["loss/total"] > 0 and 0 <= m["val/average_mAP"] <= 1
     model, stored, classes = load_model_for_inference(out / "model.pt")
     assert stored.train.epochs == 2 and len(classes) == model.num_classes
     # resuming a finished run trains nothing and keeps the result

@@ -2,7 +2,8 @@
 
 Searches λ1, λ2 (Eq. 12) and the GAM depth, plus ``train.lr`` / ``train.weight_decay`` when
 ``sweep.lr`` / ``sweep.weight_decay`` give bounds. Each trial trains ``sweep.epochs`` epochs and
-reports the validation ``average_mAP`` every epoch, which ASHA uses to stop weak trials early.
+reports ``val/average_mAP`` (the held-out validation split, never Test) every epoch, which
+ASHA uses to stop weak trials early; the best config is the best validation score too.
 
 One module per job:
 

@@ -1,9 +1,10 @@
 """Running a sweep: Ray Tune + Optuna (TPE) + ASHA, the MLflow parent run, ``--resume``.
 
-Each trial trains ``sweep.epochs`` epochs and reports the validation ``average_mAP`` every
-epoch, which ASHA uses to stop weak trials early. With ``sweep.workers_per_trial > 1`` (a
-TorchTrainer inside each trial) Ray's dashboard is started so the placement groups of trials
-ASHA stops are removed, and concurrency is capped so the running trials' worker groups fit.
+Each trial trains ``sweep.epochs`` epochs and reports ``val/average_mAP`` (the held-out
+validation split, never Test) every epoch, which ASHA uses to stop weak trials early. With
+``sweep.workers_per_trial > 1`` (a TorchTrainer inside each trial) Ray's dashboard is started
+so the placement groups of trials ASHA stops are removed, and concurrency is capped so the
+running trials' worker groups fit.
 
 MLflow: one parent run per sweep; every trial is a child run (``parent_run_id``) with its full
 config as params, the sampled values as ``trial.*`` params and per-epoch metrics; at the end
@@ -150,6 +151,7 @@ def run_sweep(cfg: Config, *, params_path: str | None = None, resume: str | None
     if resume and not state_file.is_file():
         raise SweepError(f"cannot resume {resume!r}: {state_file} not found (expected the "
                          f"folder of a sweep started by `amnet sweep` under {storage})")
+    n_val = _validation_videos(cfg)
     owned = ray_utils.init_ray(cfg, dashboard=pattern_b)
     try:
         if pattern_b:  # the trial only drives a TorchTrainer: it holds (almost) nothing
@@ -179,9 +181,11 @@ def run_sweep(cfg: Config, *, params_path: str | None = None, resume: str | None
                 path.mkdir(parents=True, exist_ok=True)
                 write_json(state_file, {"parent_run_id": parent_id, "params_path": params_path})
                 tuner = _new_tuner(cfg, dims, trainable, name, storage, concurrent, callbacks)
-                log.info("sweep %s: %d trials, %d at a time, %s per trial (%s)", name,
-                         s.num_samples, concurrent, request.total(),
-                         "Ray Train inside each trial" if pattern_b else "in-process")
+                log.info("sweep %s: %d trials, %d at a time, %s per trial (%s), selecting on "
+                         "%s over %d held-out validation videos", name, s.num_samples,
+                         concurrent, request.total(),
+                         "Ray Train inside each trial" if pattern_b else "in-process", METRIC,
+                         n_val)
             results = tuner.fit()
             rows = _trial_rows(results, dims, s.epochs, saved_trial_status(path))
             summary = summarise(cfg, rows, dims, name, parent_id, params_path,
@@ -192,6 +196,23 @@ def run_sweep(cfg: Config, *, params_path: str | None = None, resume: str | None
         if owned:
             ray.shutdown()
     return SweepResult(name=name, path=str(path), parent_run_id=parent_id, **summary)
+
+
+def _validation_videos(cfg: Config) -> int:
+    """How many videos the validation split holds; :class:`SweepError` when none (a sweep
+    selects, and only on the validation split)."""
+    from amnet.data.feature_set import FeatureSet
+    from amnet.data.split import split_videos
+
+    d = cfg.data
+    ann = FeatureSet.at(d.root).annotations(default_fps=d.default_fps,
+                                           segment_policy=d.segment_policy)
+    split = split_videos(ann.subset(d.train_subset), d.val_fraction, d.val_seed)
+    if not split.val:
+        raise SweepError(f"{ann.source}: data.val_fraction={d.val_fraction} holds no video of "
+                         f"{d.train_subset!r} out (no class has two videos); a sweep selects "
+                         "on the validation split only")
+    return len(split.val)
 
 
 def _check_dashboard() -> None:

@@ -12,7 +12,9 @@ from amnet.errors import AmnetError, ConfigError
 __all__ = ["METRIC", "MODE", "Dim", "SweepError", "search_dims", "trial_base", "tune_space",
            "with_values"]
 
-METRIC = "average_mAP"  # validation mAP averaged over eval.tiou, reported every epoch
+# mAP averaged over eval.tiou on the VALIDATION split (data.val_fraction of the training
+# subset, held out), reported every epoch: ASHA and the best config never see the test split
+METRIC = "val/average_mAP"
 MODE = "max"
 
 
@@ -83,8 +85,15 @@ def with_values(base: Config, values: dict[str, Any], source: str) -> Config:
 
 
 def trial_base(cfg: Config) -> Config:
-    """What every trial shares: the sweep's epochs, mAP every epoch (ASHA), no run-name reuse."""
+    """What every trial shares: the sweep's epochs, mAP every epoch (ASHA), no run-name reuse.
+
+    Raises :class:`SweepError` without a validation split: a sweep selects, and selecting
+    on the test split would make the reported number optimistic.
+    """
     s = cfg.sweep
+    if cfg.data.val_fraction <= 0:
+        raise SweepError("a sweep selects on the validation split, but data.val_fraction=0 "
+                         "holds none out (expected e.g. data.val_fraction=0.2)")
     over = [f"train.epochs={s.epochs}", "train.eval_every=1", "ray.run_name="]
     if s.workers_per_trial > 1:
         over.append(f"ray.num_workers={s.workers_per_trial}")

@@ -72,6 +72,7 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], parent_run_id: st
                             tags=tags, run_id=existing) as run:
         if existing is None:
             mlflow.log_params({f"trial.{k}": v for k, v in sampled.items()})
+            tracking.log_dataset_inputs(cfg, run.info.run_id, ("train", "val"))
         if error is not None:
             mlflow.set_tag("amnet.error", str(error)[:4000])
             raise error

@@ -6,6 +6,7 @@ One module per job:
   by default), fail-fast health check, experiment get-or-create;
 * :mod:`~workflows.tracking.provenance`: git commit, DVC hash of the feature set, test-set
   fingerprint;
+* :mod:`~workflows.tracking.datasets`: the feature set's splits as MLflow dataset inputs;
 * :mod:`~workflows.tracking.runs`: run lifecycle, params, per-epoch metrics, evaluations, the
   ``mlflow_run.json`` run file;
 * :mod:`~workflows.tracking.registry`: logging a deployable model and loading it back.
@@ -24,6 +25,7 @@ Public API (used by train / evaluate / ablations / register / ray_train / sweep 
     training_run(cfg, out_dir, params_file=None, resume=False) -> TrackedRun  (context manager)
     read_run_id(run_file, required=False) -> str | None
     feature_set_tags(cfg) / test_set_fingerprint(cfg)
+    log_dataset_inputs(cfg, run_id, splits) -> [dataset names]   (splits of SPLITS)
 """
 
 import os
@@ -36,6 +38,11 @@ for _k, _v in {
 }.items():
     os.environ.setdefault(_k, _v)
 
+from workflows.tracking.datasets import (  # noqa: E402
+    SPLITS,
+    feature_set_digest,
+    log_dataset_inputs,
+)
 from workflows.tracking.provenance import (  # noqa: E402
     feature_set_tags,
     git_tags,
@@ -63,6 +70,7 @@ from workflows.tracking.runs import (  # noqa: E402
     training_run,
 )
 from workflows.tracking.store import (  # noqa: E402
+    EXPERIMENT_KIND,
     TrackingError,
     check_tracking_server,
     configure,
@@ -73,8 +81,10 @@ from workflows.tracking.store import (  # noqa: E402
 )
 
 __all__ = [
+    "EXPERIMENT_KIND",
     "MODEL_INFO_FILE",
     "RUN_FILE",
+    "SPLITS",
     "TAG_FINGERPRINT",
     "TAG_MODEL_URI",
     "PackedOutput",
@@ -84,11 +94,13 @@ __all__ = [
     "configure",
     "epoch_logger",
     "evaluation_metrics",
+    "feature_set_digest",
     "feature_set_tags",
     "get_or_create_experiment",
     "git_tags",
     "load_registered_model",
     "log_config",
+    "log_dataset_inputs",
     "log_evaluation",
     "log_model",
     "log_trained_model",

@@ -1,9 +1,19 @@
 """What every run records: params, provenance tags, per-epoch metrics, evaluations, run files.
 
 Every run started through :func:`start_run` carries the flattened config as params, the git
-commit, and the DVC hash + manifest hash of the feature set it read. Metric names follow the
-project convention (``loss/cls``, ``lr``, ``mAP_0.5``, ``average_mAP``; ``@`` is rejected by
-MLflow and replaced here). :func:`training_run` wraps one training and leaves a run file
+commit, and the DVC hash + manifest hash of the feature set it read; training and evaluation
+runs also list the splits they read as dataset inputs (:mod:`~workflows.tracking.datasets`).
+
+Metric names, one scheme everywhere (MLflow, Tune, the DVC metrics files): ``<group>/<name>``
+with the group saying what a number is about — ``loss/cls``, ``loss/total`` …, ``lr``,
+``time/epoch_s``; scores carry their split: ``val/mAP_0.5``, ``val/average_mAP`` on the
+held-out validation split (the only scores a choice may use), ``test/mAP_0.5``,
+``test/average_mAP``, ``test/AP_0.5/<class>`` on the test split (reporting only); ``sweep/…``
+and ``best/val/average_mAP`` on a sweep's parent run. A DVC metrics file that holds one
+split's scores keeps them unprefixed and says which in a ``"split"`` field. ``@`` is rejected
+by MLflow and replaced here.
+
+:func:`training_run` wraps one training and leaves a run file
 (``mlflow_run.json``) that the evaluate and register stages read with :func:`read_run_id`.
 """
 
@@ -28,6 +38,7 @@ from mlflow.tracking import MlflowClient
 
 from amnet.config import Config
 from amnet.io import read_json_object, write_json
+from workflows.tracking.datasets import log_dataset_inputs
 from workflows.tracking.provenance import feature_set_tags, git_tags
 from workflows.tracking.registry import log_trained_model
 from workflows.tracking.store import (
@@ -254,6 +265,7 @@ def training_run(cfg: Config, out_dir: str | Path, *, params_file: str | None = 
     name = run_name or f"train-{cfg.data.name}"
     with start_run(cfg, run_name=name, tags=all_tags, run_id=run_id) as run:
         rid = run.info.run_id
+        log_dataset_inputs(cfg, rid, ("train", "val"))  # idempotent on a resumed run
         yield TrackedRun(rid, epoch_logger(rid))
         info = log_trained_model(cfg, out / "model.pt")
         write_json(run_file, {"run_id": rid, "experiment_id": run.info.experiment_id,

@@ -24,8 +24,13 @@ from amnet.errors import AmnetError
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
 
-__all__ = ["TrackingError", "check_tracking_server", "configure", "get_or_create_experiment",
-           "project_root", "resolve_tracking_uri"]
+__all__ = ["EXPERIMENT_KIND", "TrackingError", "check_tracking_server", "configure",
+           "get_or_create_experiment", "project_root", "resolve_tracking_uri"]
+
+#: The experiment tag MLflow 3's UI reads to pick an experiment's layout. Without it a new
+#: experiment opens on the GenAI overview (traces, evaluations); "custom_model_development"
+#: ("Machine learning" in the UI) opens it on the runs table, where training runs compare.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 class TrackingError(AmnetError):
@@ -136,20 +141,25 @@ def get_or_create_experiment(cfg: Config, name: str | None = None) -> str:
     """Experiment id of ``name`` (default ``cfg.tracking.experiment``), created if missing.
 
     A fresh experiment gets an explicit, absolute artifact location; otherwise MLflow would
-    derive one from the CWD (which is a temp dir under ``dvc exp run --temp``).
+    derive one from the CWD (which is a temp dir under ``dvc exp run --temp``). Every
+    experiment gets the :data:`EXPERIMENT_KIND` tag (unless it already has a kind), so the UI
+    opens it on its training runs.
     """
     uri = configure(cfg)
     name = name or cfg.tracking.experiment
     client = MlflowClient(uri)
+    key, kind = EXPERIMENT_KIND
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise TrackingError(f"experiment {name!r} is deleted in {uri}; restore it "
                                 f"(mlflow experiments restore) or set tracking.experiment")
+        if key not in exp.tags:  # created before the tag, or by hand: say what it holds
+            client.set_experiment_tag(exp.experiment_id, key, kind)
         return exp.experiment_id
     loc = _artifact_location(cfg, uri, name)
     try:
-        return client.create_experiment(name, artifact_location=loc)
+        return client.create_experiment(name, artifact_location=loc, tags={key: kind})
     except MlflowException:  # another process created it between get and create
         exp = client.get_experiment_by_name(name)
         if exp is None:
