@@ -60,7 +60,7 @@ class SyntheticI3DConfig:
     annotations: str = _f("../shared/data/thumos14.json",
                           help="ActivityNet-style JSON whose videos and instances are used as is")
     signal: float = _f(1.0, gt=0, help="scale on the action-class signal")
-    confusion: float = _f(0.5, ge=0, le=1,
+    confusion: float = _f(0.65, ge=0, le=1,
                           help="prototype share common to a confusable class pair")
     background_similarity: float = _f(0.3, ge=0, le=1,
                                       help="share of the class prototype in every snippet")

@@ -95,14 +95,15 @@ class StreamModel:
 
 
 # fitted with bench/feature_realism.py against ../shared/data/real_i3d (see the docs page)
-RGB = StreamModel(bias_mean=-1.2, bias_std=0.6, gain_log_std=0.3, gain=0.55, cutoff=0.05,
-                  context=0.9, context_class=0.5, shot=0.6, slow=0.55, slow_s=0.8,
-                  fast=0.6, white=0.45, action=0.6, spectrum=1.0, shot_s=8.0, views=3)
-FLOW = StreamModel(bias_mean=-1.6, bias_std=0.6, gain_log_std=0.3, gain=0.55, cutoff=0.05,
-                   context=0.5, context_class=0.5, shot=0.4, slow=0.45, slow_s=0.6,
-                   fast=0.6, white=0.55, action=0.8, spectrum=1.0, shot_s=8.0, views=3)
+RGB = StreamModel(bias_mean=-0.71, bias_std=0.22, gain_log_std=0.36, gain=0.41, cutoff=0.036,
+                  context=0.33, context_class=0.5, shot=0.68, slow=0.56, slow_s=0.58,
+                  fast=0.69, white=0.45, action=0.064, spectrum=1.4, shot_s=8.0, views=3)
+FLOW = StreamModel(bias_mean=-1.6, bias_std=0.4, gain_log_std=0.21, gain=0.69, cutoff=0.048,
+                   context=0.44, context_class=0.5, shot=0.44, slow=0.43, slow_s=1.2,
+                   fast=0.6, white=0.47, action=0.073, spectrum=1.15, shot_s=8.0, views=3)
 ATOMS = 96  # dictionary size per stream
 PHASES = 3  # start / middle / end
+COMMON = 0.3  # share of every class prototype common to all classes (generic motion)
 INSTANCE = 0.5  # instance appearance relative to the class prototype
 RAMP_SHARE, RAMP_MIN_S, RAMP_MAX_S = 0.25, 0.3, 2.0
 JITTER_SHARE, JITTER_MAX_S = 0.05, 0.5  # true extent vs annotation
@@ -152,12 +153,18 @@ class _StreamWorld:
     phase: np.ndarray  # (K, PHASES, C)
 
 
-def _paired(rng: np.random.Generator, partner: np.ndarray, c: int, share: float) -> np.ndarray:
-    """(K, C) unit-variance vectors; a class and its partner share ``share`` of the variance."""
+def _paired(rng: np.random.Generator, partner: np.ndarray, c: int, share: float,
+            common: float = 0.0) -> np.ndarray:
+    """(K, C) unit-variance vectors; a class and its partner share ``share`` of the variance
+    and all classes ``common`` of it (what is left, ``1 - share - common``, is the class's
+    own; ``share`` is cut to fit)."""
+    share = min(share, 1.0 - common)
     own = rng.standard_normal((len(partner), c))
     shared = rng.standard_normal((len(partner), c))
     pair = shared[np.minimum(np.arange(len(partner)), partner)]  # one vector per pair
-    return math.sqrt(1 - share) * own + math.sqrt(share) * pair
+    every = rng.standard_normal(c)
+    return (math.sqrt(1 - share - common) * own + math.sqrt(share) * pair
+            + math.sqrt(common) * every)
 
 
 def _world(cfg: SyntheticI3DConfig, partner: np.ndarray, dim: int) -> list[_StreamWorld]:
@@ -169,7 +176,7 @@ def _world(cfg: SyntheticI3DConfig, partner: np.ndarray, dim: int) -> list[_Stre
             model=m, bias=rng.normal(m.bias_mean, m.bias_std, dim),
             gain=m.gain * np.exp(rng.normal(0.0, m.gain_log_std, dim)),
             atoms=rng.standard_normal((ATOMS, dim)), spectrum=lam / lam.sum(),
-            proto=_paired(rng, partner, dim, cfg.confusion),
+            proto=_paired(rng, partner, dim, cfg.confusion, COMMON),
             venue=_paired(rng, partner, dim, cfg.confusion),
             phase=rng.standard_normal((len(partner), PHASES, dim))))
     return worlds
