@@ -52,7 +52,8 @@ def test_unknown_key(tmp_path: Path, data: dict, key: str) -> None:
     ({"model": {"ame": "yes"}}, r"'model.ame' expects bool"),
     ({"eval": {"tiou": 0.5}}, r"'eval.tiou' expects list"),
     ({"eval": {"tiou": [0.5, "x"]}}, r"'eval.tiou\[1\]' expects float"),
-    ({"data": {"source": "youtube"}}, r"'data.source' must be one of \['synthetic', 'release', 'synthetic_i3d'\]"),
+    ({"data": {"source": "youtube"}},
+     r"'data.source' must be one of \['synthetic', 'release', 'synthetic_i3d'\]"),
     ({"train": "fast"}, r"'train' must be a mapping"),
 ])
 def test_wrong_type(tmp_path: Path, data: dict, expect: str) -> None:

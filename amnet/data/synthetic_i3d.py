@@ -64,8 +64,14 @@ from amnet.data.manifest import write_manifest
 from amnet.data.timing import expected_num_snippets, snippet_to_seconds
 from amnet.errors import ConfigError, DataError
 
-__all__ = ["RGB", "FLOW", "StreamModel", "confusable_pairs", "generate_synthetic_i3d",
-           "video_features"]
+__all__ = [
+    "FLOW",
+    "RGB",
+    "StreamModel",
+    "confusable_pairs",
+    "generate_synthetic_i3d",
+    "video_features",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +136,8 @@ def confusable_pairs(ann: AnnotationSet) -> np.ndarray:
                     co[a, b] += 1
     partner = np.arange(k)
     free = np.ones(k, dtype=bool)
-    cand = sorted(((-int(co[a, b]), a, b) for a in range(k) for b in range(a + 1, k)
-                   if co[a, b] > 0))
+    cand = sorted((-int(co[a, b]), a, b) for a in range(k) for b in range(a + 1, k)
+                   if co[a, b] > 0)
     for _, a, b in cand:
         if free[a] and free[b]:
             partner[a], partner[b], free[a], free[b] = b, a, False, False

@@ -90,8 +90,8 @@ def test_seeded_determinism(subset_file: Path, tmp_path: Path) -> None:
 def test_odd_dim_and_missing_file_refused(subset_file: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="must be even"):
         _generate(subset_file, tmp_path / "x", dim=63)
-    with pytest.raises(DataError, match="data.synthetic_i3d.annotations: annotation file not "
-                                        "found"):
+    with pytest.raises(DataError, match=r"data\.synthetic_i3d\.annotations: annotation "
+                                        r"file not found"):
         _generate(tmp_path / "nope.json", tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
@@ -162,3 +162,32 @@ def test_features_stage_builds_the_preset_layout(subset_file: Path, tmp_path: Pa
         subset_file.read_bytes()
     assert len(FeatureSet(root).video_ids()) == 6
     assert [p.name for p in tmp_path.iterdir()] == ["synth"]  # nothing left beside it
+
+
+def test_near_actions_and_soft_boundaries() -> None:
+    """Unannotated near-actions lie in the gaps, weaker than actions, some incomplete; the
+    presence envelope is 0.5 at the true boundaries and ramps (no step)."""
+    from amnet.data.synthetic_i3d import AMP_RANGE, _envelopes, _events
+
+    ann = load_annotations(THUMOS_JSON)
+    v = ann.videos["video_validation_0000051"]
+    labels = np.array([ann.class_index[lab] for lab in v.labels])
+    cfg = SyntheticI3DConfig(near_actions=1.0, near_strength=0.4)
+    partner = confusable_pairs(ann)
+    ext, lab, amp, reach = _events(v, labels, partner, cfg, np.random.default_rng(0))
+    n = len(v.segments)
+    assert set(lab[n:]) <= set(labels) | set(partner[labels])  # the video's classes or partners
+    assert len(ext) > n + n // 2  # about one near-action per action
+    near = ext[n:]
+    gap = ((near[:, None, 0] < v.segments[:, 1] + 1.0)
+           & (near[:, None, 1] > v.segments[:, 0] - 1.0))
+    assert not gap.any()
+    assert (amp[n:] <= 0.4).all() and (amp[:n] >= AMP_RANGE[0]).all()
+    assert (reach[:n] == 1).all() and (reach[n:] < 1).any()
+    assert np.abs(ext[:n] - v.segments).max() > 0  # true extents jittered
+    m, w = _envelopes(ext[:, 0].copy(), ext, reach)
+    assert np.allclose(np.diag(m), 0.5)
+    t = np.linspace(ext[0, 0] - 1, ext[0, 1] + 1, 400)
+    m0, _ = _envelopes(t, ext[:1], reach[:1])
+    assert np.abs(np.diff(m0[:, 0])).max() < 0.1  # a ramp, not a step
+    assert np.allclose(w.sum(-1)[m > 0], 1.0)  # phase weights are a partition
