@@ -22,7 +22,7 @@ def test_defaults_and_repo_params() -> None:
     cfg = load_config()
     assert isinstance(cfg, Config) and cfg.data.source == "synthetic"
     assert cfg.flat()["data.synthetic.n_train"] == cfg.data.synthetic.n_train
-    for name in ("default", "thumos14", "anet13"):
+    for name in ("default", "thumos14", "anet13", "thumos14_synth"):
         assert isinstance(load_config(REPO / "params" / f"{name}.yaml"), Config)
     assert "data.synthetic.duration_scale: float" in schema_help()
 

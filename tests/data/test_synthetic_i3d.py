@@ -191,3 +191,56 @@ def test_near_actions_and_soft_boundaries() -> None:
     m0, _ = _envelopes(t, ext[:1], reach[:1])
     assert np.abs(np.diff(m0[:, 0])).max() < 0.1  # a ramp, not a step
     assert np.allclose(w.sum(-1)[m > 0], 1.0)  # phase weights are a partition
+
+
+def test_dvc_features_stage(subset_file: Path, tmp_path: Path) -> None:
+    """The pipeline's own ``features`` stage under real DVC in a fresh git repo: builds the
+    set, is a no-op the second time, reruns when the seed changes."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = tmp_path / "repo"
+    (repo / "params").mkdir(parents=True)
+    for name in ("default", "thumos14"):
+        shutil.copy(REPO / "params" / f"{name}.yaml", repo / "params")
+    preset = yaml.safe_load((REPO / "params" / "thumos14_synth.yaml").read_text())
+    preset["data"]["synthetic_i3d"]["annotations"] = str(subset_file)
+    preset["data"]["feature_dim"] = 32
+    (repo / "params" / "thumos14_synth.yaml").write_text(yaml.safe_dump(preset))
+    spec = yaml.safe_load((REPO / "pipelines" / "thumos14_synth" / "dvc.yaml").read_text())
+    stage = spec["stages"]["features"]
+    # no copy of the code in the temporary repo; the annotation file is the small subset
+    stage["deps"] = [str(subset_file) if d.endswith("thumos14.json") else d
+                     for d in stage["deps"] if not d.startswith(("amnet/", "workflows/"))]
+    (repo / "pipelines" / "thumos14_synth").mkdir(parents=True)
+    (repo / "pipelines" / "thumos14_synth" / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {"features": stage}}, sort_keys=False))
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    def sh(*cmd: str) -> str:
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, f"{cmd}: {proc.stdout}\n{proc.stderr}"
+        return proc.stdout + proc.stderr
+
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    target = "pipelines/thumos14_synth/dvc.yaml"
+    sh("dvc", "repro", target)
+    root = repo / "data" / "thumos14_synth"
+    assert (root / "annotations.json").read_bytes() == subset_file.read_bytes()
+    first = (root / "manifest.json").read_bytes()
+    assert "didn't change" in sh("dvc", "repro", target)
+    assert "didn't change" in sh("dvc", "repro", "-s", f"{target}:features")
+    preset["data"]["synthetic_i3d"]["seed"] = 1
+    (repo / "params" / "thumos14_synth.yaml").write_text(yaml.safe_dump(preset))
+    sh("dvc", "repro", target)
+    assert (root / "manifest.json").read_bytes() != first
+    lock = yaml.safe_load((repo / "pipelines" / "thumos14_synth" / "dvc.lock").read_text())
+    assert lock["stages"]["features"]["params"]["params/thumos14_synth.yaml"]["data"][
+        "synthetic_i3d"]["seed"] == 1
