@@ -101,12 +101,12 @@ class StreamModel:
 
 
 # fitted with bench/feature_realism.py against ../shared/data/real_i3d (see the docs page)
-RGB = StreamModel(bias_mean=-0.71, bias_std=0.22, gain_log_std=0.36, gain=0.41, cutoff=0.036,
-                  context=0.33, context_class=0.5, shot=0.68, slow=0.56, slow_s=0.58,
+RGB = StreamModel(bias_mean=-0.71, bias_std=0.089, gain_log_std=0.31, gain=0.41, cutoff=0.035,
+                  context=0.8, context_class=0.5, shot=0.68, slow=0.56, slow_s=0.58,
                   fast=0.69, white=0.45, action=0.064, spectrum=1.4, shot_s=8.0, views=3)
-FLOW = StreamModel(bias_mean=-1.6, bias_std=0.4, gain_log_std=0.21, gain=0.69, cutoff=0.048,
-                   context=0.44, context_class=0.5, shot=0.44, slow=0.43, slow_s=1.2,
-                   fast=0.6, white=0.47, action=0.073, spectrum=1.15, shot_s=8.0, views=3)
+FLOW = StreamModel(bias_mean=-1.6, bias_std=0.5, gain_log_std=0.24, gain=0.69, cutoff=0.048,
+                   context=0.21, context_class=0.34, shot=0.44, slow=0.43, slow_s=1.2,
+                   fast=0.6, white=0.47, action=0.073, spectrum=1.1, shot_s=8.0, views=3)
 ATOMS = 96  # dictionary size per stream
 PHASES = 3  # start / middle / end
 COMMON = 0.3  # share of every class prototype common to all classes (generic motion)

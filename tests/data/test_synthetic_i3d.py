@@ -11,7 +11,13 @@ import pytest
 from amnet.config import SyntheticI3DConfig, load_config
 from amnet.data.annotations import load_annotations
 from amnet.data.feature_set import FeatureSet
-from amnet.data.feature_stats import STAT_NAMES, crop_stats, feature_stats, in_real_range
+from amnet.data.feature_stats import (
+    STAT_NAMES,
+    crop_stats,
+    feature_stats,
+    in_real_range,
+    profile_correlation,
+)
 from amnet.data.manifest import verify_manifest
 from amnet.data.synthetic_i3d import confusable_pairs, generate_synthetic_i3d
 from amnet.data.timing import expected_num_snippets
@@ -136,6 +142,9 @@ def test_statistics_match_real_i3d(stats_set: dict[int, list[np.ndarray]], strid
             o = (ours[0][k] + ours[1][k]) / 2
             if not in_real_range(k, [r[0][k], r[1][k]], o):
                 bad.append(f"{s} {k}: ours {o:.3f}, real {r[0][k]:.3f} / {r[1][k]:.3f}")
+        pair, o = profile_correlation([_streams(x)[s] for x in real]), profile_correlation(vids)
+        if not in_real_range("xvideo_corr", [pair], o):
+            bad.append(f"{s} xvideo_corr: ours {o:.3f}, real pair {pair:.3f}")
     assert not bad, "\n".join(bad)
 
 
