@@ -39,8 +39,9 @@ Feature model (per stream; ``f`` is one snippet's C/2 channels)::
 * ``b``, ``g``, ``δ``: per-channel bias, output scale and cut-off giving I3D's non-negative,
   right-skewed values with a few per cent exact zeros (more in the flow stream).
 
-The flow-like stream has a stronger, faster action signal and a weaker, more global context
-(real flow features of different videos share their channel means far more than RGB ones).
+The flow-like stream has a stronger action signal and a weak context over a global channel
+profile; the RGB-like one a strong per-video context (real flow features of different videos
+share their channel means far more than RGB ones: ``xvideo_corr`` in the docs' table).
 Seeded by ``seed``, one generator per video, so the set is byte-identical for a config; time
 constants are in seconds and all temporal processes live on a 4-frame grid, so ``stride`` 4 and 8
 describe the same video.
