@@ -54,11 +54,27 @@ class SyntheticConfig:
 
 
 @dataclass
+class SyntheticI3DConfig:
+    """Synthetic I3D features under a real annotation file (``amnet.data.synthetic_i3d``)."""
+
+    annotations: str = _f("../shared/data/thumos14.json",
+                          help="ActivityNet-style JSON whose videos and instances are used as is")
+    signal: float = _f(1.0, gt=0, help="scale on the action-class signal")
+    confusion: float = _f(0.65, ge=0, le=1,
+                          help="prototype share common to a confusable class pair")
+    background_similarity: float = _f(0.3, ge=0, le=1,
+                                      help="share of the class prototype in every snippet")
+    near_actions: float = _f(0.5, ge=0, help="unannotated near-actions per annotated action")
+    near_strength: float = _f(0.45, ge=0, le=1, help="their largest amplitude (actions ~1)")
+    seed: int = _f(0)
+
+
+@dataclass
 class DataConfig:
     """Where the features live and how snippets map to seconds."""
 
     name: str = "synthetic"
-    source: Literal["synthetic", "release"] = "synthetic"
+    source: Literal["synthetic", "release", "synthetic_i3d"] = "synthetic"
     release_dir: str = _f("", help="folder of <video_id>.npy when source=release")
     release_annotations: str = _f("", help="ActivityNet-style JSON when source=release")
     root: str = _f("data/features",
@@ -81,6 +97,7 @@ class DataConfig:
     crop_ratio_min: float = _f(0.9, gt=0, le=1)
     segment_policy: Literal["clip", "reject"] = _f("clip", help="segments outside [0, duration]")
     synthetic: SyntheticConfig = _f(factory=SyntheticConfig)
+    synthetic_i3d: SyntheticI3DConfig = _f(factory=SyntheticI3DConfig)
 
 
 @dataclass

@@ -22,7 +22,7 @@ def test_defaults_and_repo_params() -> None:
     cfg = load_config()
     assert isinstance(cfg, Config) and cfg.data.source == "synthetic"
     assert cfg.flat()["data.synthetic.n_train"] == cfg.data.synthetic.n_train
-    for name in ("default", "thumos14", "anet13"):
+    for name in ("default", "thumos14", "anet13", "thumos14_synth"):
         assert isinstance(load_config(REPO / "params" / f"{name}.yaml"), Config)
     assert "data.synthetic.duration_scale: float" in schema_help()
 
@@ -52,7 +52,8 @@ def test_unknown_key(tmp_path: Path, data: dict, key: str) -> None:
     ({"model": {"ame": "yes"}}, r"'model.ame' expects bool"),
     ({"eval": {"tiou": 0.5}}, r"'eval.tiou' expects list"),
     ({"eval": {"tiou": [0.5, "x"]}}, r"'eval.tiou\[1\]' expects float"),
-    ({"data": {"source": "youtube"}}, r"'data.source' must be one of \['synthetic', 'release'\]"),
+    ({"data": {"source": "youtube"}},
+     r"'data.source' must be one of \['synthetic', 'release', 'synthetic_i3d'\]"),
     ({"train": "fast"}, r"'train' must be a mapping"),
 ])
 def test_wrong_type(tmp_path: Path, data: dict, expect: str) -> None:

@@ -343,6 +343,32 @@ FEATURES.append(Case("features-missing-file", lambda w: (
     w.release(), (w.data / "release" / "b.npy").unlink())[0],
     (REL, "no feature file for 1 of 2", "'b'")))
 
+
+
+def synth_i3d(w: World, db: dict[str, Any] | None = None, *, ann: bool = True,
+              **data: Any) -> list[str]:
+    """``amnet features`` with ``data.source=synthetic_i3d`` over ``{data}/ann.json``."""
+    path = w.data / "ann.json"
+    if ann:
+        w.write("data/ann.json", json.dumps({"database": DB if db is None else db}))
+    cfg = {"source": "synthetic_i3d", "root": str(w.data / "features"), "feature_dim": DIM,
+           "num_classes": 4, "stride": 4, "window": 16,
+           "synthetic_i3d": {"annotations": str(path)}, **data}
+    return ["features", "-p", str(w.params({"data": cfg}))]
+
+
+FEATURES += [
+    Case("synthetic-i3d-missing-annotations", lambda w: synth_i3d(w, ann=False),
+         ("data.synthetic_i3d.annotations", "annotation file not found", "{data}/ann.json")),
+    Case("synthetic-i3d-odd-dim", lambda w: synth_i3d(w, feature_dim=DIM + 1),
+         ("'data.feature_dim'", "must be even")),
+    Case("synthetic-i3d-video-id-dotdot", lambda w: synth_i3d(w, {"../victim": video()}),
+         ("{data}/ann.json", "video id", "not a plain file name")),
+    Case("synthetic-i3d-too-many-classes", lambda w: synth_i3d(w, {
+        f"v{i}": video(label=f"L{i}") for i in range(5)}),
+         ("{data}/ann.json", "5 classes", "data.num_classes=4")),
+]
+
 MAN = "{data}/extracted/manifest.json"
 MANIFESTS = [
     Case("manifest-extract-file-dotdot",

@@ -1,6 +1,8 @@
 """``amnet features`` / DVC stage ``features``: build or import the feature set training reads.
 
 * ``data.source=synthetic``: generate the embedded THUMOS14-shaped set into ``data.root``.
+* ``data.source=synthetic_i3d``: generate full-scale synthetic I3D features under a real
+  annotation file (``data.synthetic_i3d.annotations``, e.g. THUMOS14's, copied unmodified).
 * ``data.source=release``: validate a public feature release (``data.release_dir`` of
   ``<video>.npy`` + ``data.release_annotations``) and bring it into ``data.root``, hardlinking
   each file when the filesystem allows it and copying otherwise (logged, and recorded in the
@@ -40,6 +42,7 @@ from amnet.data.annotations import AnnotationSet, load_annotations
 from amnet.data.features import feature_path
 from amnet.data.manifest import ANNOTATIONS_FILE, MANIFEST_FILE, describe_features, write_manifest
 from amnet.data.synthetic import generate_synthetic
+from amnet.data.synthetic_i3d import generate_synthetic_i3d
 from amnet.errors import ConfigError, DataError
 from workflows.cli import add_config_arguments
 
@@ -70,6 +73,10 @@ def prepare_features(cfg: Config) -> Path:
                     raise ConfigError(f"'data.synthetic.{key}' ({getattr(s, key)}) must equal "
                                       f"'data.{key}' ({getattr(d, key)})")
             generate_synthetic(s, tmp, stride=d.stride, window=d.window)
+        elif d.source == "synthetic_i3d":
+            generate_synthetic_i3d(d.synthetic_i3d, tmp, feature_dim=d.feature_dim,
+                                   num_classes=d.num_classes, stride=d.stride, window=d.window,
+                                   default_fps=d.default_fps, segment_policy=d.segment_policy)
         else:
             _import_release(cfg, tmp)
         _swap_in(tmp, root)
