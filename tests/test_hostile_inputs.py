@@ -421,9 +421,8 @@ MODELS = [
              np.save(w.data / "wide" / "v.npy", feats(dim=32)))[0]),
          ("{data}/wide", "feature dimension is 32, expected 16")),
     Case("evaluate-features-of-another-dim", lambda w: w.evaluate(dim=32),
-         ("dimension", "32", "16"),
-         xfail="amnet evaluate runs a 16-d checkpoint on 32-d features: a shape error "
-               "traceback in the model (engine/evaluate, owned elsewhere)"),
+         ("{data}/model.pt", "{data}/features/b.npy", "video 'b'", "dimension 32",
+          "dimension 16")),
 ]
 
 CASES = [*PARAMS, *ANNOTATIONS, *OVERLAP, *FEATURES, *MANIFESTS, *EVAL, *MODELS]
