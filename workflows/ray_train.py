@@ -118,7 +118,8 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
     rank, ws, device = ctx.rank, ctx.world_size, ctx.device
     wcfg = cfg.replace(f"train.batch_size={per_worker_batch(cfg, ws)}")
     engine.seed_everything(cfg.train.seed)
-    train_ds = TALDataset(cfg.data, cfg.data.train_subset, training=True, seed=cfg.train.seed)
+    train_ds = TALDataset(cfg.data, cfg.data.train_subset, training=True, seed=cfg.train.seed,
+                          warn_untrained=rank == 0)  # one warning, not one per worker
     # evaluation runs on rank 0 only (the model is identical on every rank after each step)
     val_ds = None
     if ctx.validate and rank == 0:

@@ -47,11 +47,14 @@ class TALDataset(Dataset):
     ``classes`` fixes the class list (e.g. the one a model was trained with); default: the
     manifest's list if ``root`` has one, else the sorted labels of the annotation file.
     ``cache``: keep float32 features in memory (``None`` = when the split is under 2 GiB).
+    ``warn_untrained``: warn (once) about classes without a training action; data-parallel
+    workers pass it on one rank only.
     """
 
     def __init__(self, cfg: DataConfig, subset: str, *, training: bool,
                  root: str | Path | None = None, seed: int = 0,
-                 classes: list[str] | None = None, cache: bool | None = None) -> None:
+                 classes: list[str] | None = None, cache: bool | None = None,
+                 warn_untrained: bool = True) -> None:
         self.cfg = cfg
         self.root = Path(root if root is not None else cfg.root)
         self.subset_name = subset
@@ -74,7 +77,7 @@ class TALDataset(Dataset):
             raise DataError(f"{self.root / ANNOTATIONS_FILE}: {len(self.classes)} classes but "
                             f"data.num_classes={cfg.num_classes} (expected at most that many)")
         videos = self.annotations.subset(subset)
-        if training:
+        if training and warn_untrained:  # False on all but one of several workers
             self._warn_untrained_classes(subset)
         self._feats: dict[str, np.ndarray] = {}
         self._load_all(videos, cache)
@@ -99,9 +102,16 @@ class TALDataset(Dataset):
         subset) gets a head trained on nothing: say so, naming it (once per dataset)."""
         empty = self.annotations.classes_without_actions(subset)
         if empty:
+            where: dict[str, set[str]] = {c: set() for c in empty}
+            for v in self.annotations.videos.values():
+                for lab in v.labels:
+                    if lab in where:
+                        where[lab].add(v.subset)
+            named = ", ".join(f"{c!r} (only in {', '.join(map(repr, sorted(where[c])))})"
+                              if where[c] else f"{c!r} (no action at all)" for c in empty)
             log.warning("%s: %d of %d classes have no action in the training split %r and "
                         "will be learned from nothing: %s", self.root / ANNOTATIONS_FILE,
-                        len(empty), len(self.classes), subset, ", ".join(map(repr, empty)))
+                        len(empty), len(self.classes), subset, named)
 
     def _check_manifest_geometry(self) -> None:
         m, cfg, where = self.manifest, self.cfg, self.root / MANIFEST_FILE

@@ -222,7 +222,7 @@ def read_run_id(path: str | Path, *, required: bool = False, hint: str = "") -> 
     (``hint`` is appended to the missing-file message, e.g. another way to name the run).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # (a folder or unreadable file is an error below, not "missing")
         if required:
             raise TrackingError(f"{path}: no run file; train first (`amnet train`){hint}")
         return None
