@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from amnet.device import resolve_device
 from amnet.extract import I3D, ResampledVideo, iter_windows
-from amnet.extract.extractor import _background, _batches, resolve_device, to_input
+from amnet.extract.extractor import _background, _batches, to_input
 
 VIDEO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_i3d" / "highjump.mp4"
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from amnet import engine  # noqa: E402
 from amnet.config import Config, load_config  # noqa: E402
+from amnet.device import resolve_device  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "full": [],
@@ -72,7 +73,7 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
     """Train-step and inference timings (+ CUDA peak memory) of one variant, in-process."""
     from amnet.inference import postprocess
 
-    device = engine.resolve_device(args.device)
+    device = resolve_device(args.device)
     cfg = _config(args, variant)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
@@ -98,7 +99,7 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
     meta = [{"video_id": "v", "fps": 30.0, "stride": 4, "window": 16,
              "duration": args.length * 4 / 30.0, "offset": 0}]
     infer = []
-    with torch.no_grad(), engine._autocast(device, args.amp):
+    with torch.no_grad(), engine.autocast(device, args.amp):
         for i in range(args.warmup + args.infer_runs):
             _sync(device)
             t0 = time.perf_counter()
@@ -142,7 +143,7 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    device = engine.resolve_device(args.device)
+    device = resolve_device(args.device)
     args.device = str(device)
     if args.child:
         row = measure(args, args.child)

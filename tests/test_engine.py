@@ -55,7 +55,7 @@ def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_two_phase_step_updates_ame_then_detector(data_root: Path) -> None:
     cfg, train, _ = _setup(data_root)
     state, loader = _state(cfg, train)
-    feats, mask, segments, labels = engine._to(next(iter(loader)), torch.device("cpu"))
+    feats, mask, segments, labels = engine.batch_to(next(iter(loader)), torch.device("cpu"))
     before = _snapshot(state.model)
     trip = engine.mask_phase(state, state.model, feats, mask, segments, cfg, torch.device("cpu"))
     assert trip.item() > 0
@@ -76,7 +76,7 @@ def test_phase_one_is_skipped_without_ame_or_lambda2(data_root: Path) -> None:
     for extra in (["model.ame=false"], ["loss.lambda2=0"]):
         cfg, train, _ = _setup(data_root, *extra)
         state, loader = _state(cfg, train)
-        feats, mask, segments, _ = engine._to(next(iter(loader)), torch.device("cpu"))
+        feats, mask, segments, _ = engine.batch_to(next(iter(loader)), torch.device("cpu"))
         before = _snapshot(state.model)
         trip = engine.mask_phase(state, state.model, feats, mask, segments, cfg,
                                  torch.device("cpu"))

@@ -45,6 +45,7 @@ import numpy as np
 from amnet.config import Config, load_config
 from amnet.data.feature_set import FEATURE_SUFFIX, MANIFEST_FILE, FeatureSet
 from amnet.data.timing import snippet_to_seconds
+from amnet.device import resolve_device
 from amnet.errors import ConfigError, DataError, ModelLoadError
 from amnet.io import atomic_write_text
 from amnet.progress import progress
@@ -272,15 +273,6 @@ def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     return infer, tracking
 
 
-def _resolve_device(spec: str) -> Any:
-    from amnet.engine import resolve_device
-
-    try:
-        return resolve_device(spec)
-    except ConfigError as e:  # the engine names its config key; here it is the flag
-        raise ConfigError(str(e).replace("train.device", "--device")) from None
-
-
 def load_model(spec: str, tracking_cfg: Config, device: Any) -> tuple[Any, Config, list[str]]:
     """``(model in eval mode on device, its training config, class names)``."""
     if spec.startswith("models:/"):
@@ -397,7 +389,7 @@ def run(args: argparse.Namespace) -> int:
         params = None  # outside the project: built-in defaults (only tracking.* is read)
     tracking_cfg = load_config(params, tracking_overrides)
     inputs, folder = list_inputs(args.features)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device, key="--device")
     model, cfg, class_names = load_model(args.model, tracking_cfg, device)
     if infer_overrides:
         cfg = cfg.replace(*infer_overrides)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amnet.config import Config, load_config
+from amnet.device import resolve_device
 from amnet.errors import ConfigError, DataError, ModelLoadError
 from amnet.io import (  # (workflows.ablations imports write_json from here too)
     sha256_file,
@@ -63,7 +64,7 @@ def score_model(cfg: Config, model: torch.nn.Module, classes: list[str], *,
     from amnet.evaluation.plots import write_all_plots
 
     test_ds = TALDataset(cfg.data, cfg.eval.subset, training=False, classes=list(classes))
-    device = engine.resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     model.to(device)
     _, preds, result = engine.evaluate(model, test_ds, cfg, device)
     js = result.to_json()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from amnet.config import Config, load_config
+from amnet.device import resolve_device
 from workflows.cli import add_config_arguments
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
     log.info("training on %d videos (%s), validating on %s; %d epochs on %s", len(train_ds),
              cfg.data.train_subset,
              f"{len(val_ds)} videos ({cfg.data.test_subset})" if val_ds is not None else "none",
-             cfg.train.epochs, engine.resolve_device(device or cfg.train.device))
+             cfg.train.epochs, resolve_device(device or cfg.train.device))
     res = engine.fit(cfg, train_ds, val_ds, callback=chain(log_epoch(cfg.train.epochs), callback),
                      checkpoint_dir=out / "checkpoints", resume=resume, device=device)
     model_path = out / "model.pt"

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from amnet.config import ExtractConfig
 from amnet.data.features import check_plain_name
+from amnet.device import resolve_device
 from amnet.errors import ConfigError, DataError
 from amnet.extract.i3d import I3D, file_sha256, load_i3d
 from amnet.extract.video import (
@@ -46,7 +47,7 @@ from amnet.io import safe_child
 from amnet.progress import progress
 
 __all__ = ["MANIFEST", "EncoderInfo", "ExtractionReport", "VideoFeatures", "build_encoder",
-           "extract_video", "list_videos", "read_manifest", "resolve_device", "run_extraction",
+           "extract_video", "list_videos", "read_manifest", "run_extraction",
            "to_input"]
 
 log = logging.getLogger(__name__)
@@ -76,19 +77,6 @@ class EncoderInfo:
         if self.random_init:
             return f"random-init:seed={self.seed}:width={self.width}"
         return f"sha256:{self.sha256}:width={self.width}"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise the named device (validated)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"'extract.device': not a torch device: {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"'extract.device' is {name!r} but CUDA is not available here")
-    return device
 
 
 def build_encoder(cfg: ExtractConfig) -> tuple[I3D, EncoderInfo]:
@@ -373,7 +361,7 @@ def run_extraction(cfg: ExtractConfig, *, force: bool = False,
         _own_file(out_dir, entry, vid)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, info = encoder if encoder is not None else build_encoder(cfg)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, key="extract.device")
     model = model.to(device).eval()
 
     settings = _settings(cfg)

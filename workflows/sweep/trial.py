@@ -90,7 +90,7 @@ def _train_in_process(cfg: Config, run_id: str) -> None:
     """Pattern A: the Ray Train worker loop, run in the trial's own process (rank 0 of 1)."""
     from ray import tune
 
-    from amnet.engine import resolve_device
+    from amnet.device import resolve_device
     from workflows.ray_train import LoopContext, train_loop
 
     ckpt = tune.get_checkpoint()
