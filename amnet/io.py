@@ -3,6 +3,8 @@
 One place for these so that every stage reads JSON with the same errors (the file is named),
 refuses duplicate keys, writes deterministically (sorted keys, trailing newline) and never
 leaves a half-written file behind (temp file in the same folder + ``os.replace``).
+:func:`staged_outputs` extends that to all the outputs of a stage together: written beside
+their targets, moved into place only when every one of them was written.
 """
 
 from __future__ import annotations
@@ -10,17 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from amnet.errors import DataError
+from amnet.errors import ConfigError, DataError
 
 __all__ = [
     "FAST_JSON_BYTES",
     "MAX_JSON_BYTES",
+    "PLOT_SUFFIXES",
+    "StagedOutputs",
     "atomic_write_bytes",
     "atomic_write_text",
     "dump_json",
@@ -30,6 +35,7 @@ __all__ = [
     "read_json_object",
     "safe_child",
     "sha256_file",
+    "staged_outputs",
     "write_json",
 ]
 
@@ -153,6 +159,7 @@ def _temp_beside(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would not
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -199,3 +206,168 @@ def safe_child(root: str | Path, name: str, *, what: str, source: str | Path) ->
     if child.parent != root_r:
         raise DataError(f"{source}: {what} {name!r} resolves outside {root}")
     return Path(root) / name
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# what a stage's output folder may hold for it to be replaced whole (plots, reports)
+PLOT_SUFFIXES = frozenset({".png", ".svg", ".pdf", ".csv", ".json", ".md", ".txt"})
+
+
+class StagedOutputs:
+    """The output files and folders of one stage, written beside their targets first.
+
+    :meth:`file` / :meth:`folder` return where to write a target now: ``<name>`` inside a
+    hidden ``.amnet-stage-*`` folder in the target's parent (same file system, so the final
+    move is a rename, and the real file name, so MLflow artifacts logged from there keep it).
+    :meth:`commit` moves every target into place, restoring the previous ones if any move
+    fails; :meth:`discard` removes what was staged, and the parent folders it had to create.
+    Use it through :func:`staged_outputs`.
+    """
+
+    def __init__(self) -> None:
+        self._staged: dict[Path, tuple[Path, bool]] = {}  # target -> (staged path, is folder)
+        self._tmp: dict[Path, Path] = {}  # parent folder -> its staging folder
+        self._created: list[Path] = []  # parent folders created for staging (outermost first)
+
+    def _stage(self, target: str | Path, folder: bool) -> Path:
+        path = Path(os.path.abspath(target))
+        if path in self._staged:
+            raise ConfigError(f"{target}: given twice as an output of this stage")
+        for other, (_, other_folder) in self._staged.items():
+            if other_folder and other in path.parents:
+                inner, outer = path, other
+            elif folder and path in other.parents:
+                inner, outer = other, path
+            else:
+                continue
+            raise ConfigError(f"{inner}: lies inside the output folder {outer}; give outputs "
+                              "that do not overlap")
+        if path == Path(path.anchor):
+            raise ConfigError(f"{target}: not a path an output can be written to")
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        for p in reversed(missing):
+            p.mkdir()
+            self._created.append(p)
+        if path.parent not in self._tmp:
+            self._tmp[path.parent] = Path(tempfile.mkdtemp(prefix=".amnet-stage-",
+                                                           dir=path.parent))
+        staged = self._tmp[path.parent] / path.name
+        if folder:
+            staged.mkdir()
+            os.chmod(staged, 0o777 & ~_umask())  # the folder lands in place as it is
+        self._staged[path] = (staged, folder)
+        return staged
+
+    def file(self, target: str | Path) -> Path:
+        """Where to write the output file ``target`` (refused when it is a folder)."""
+        if Path(target).is_dir():
+            raise ConfigError(f"{target}: is a folder; expected the path of an output file")
+        return self._stage(target, folder=False)
+
+    def folder(self, target: str | Path, *,
+               allowed_suffixes: Iterable[str] = PLOT_SUFFIXES) -> Path:
+        """An empty folder standing in for the output folder ``target``, which is replaced
+        whole on commit. An existing ``target`` must look like a previous output: only files
+        whose suffix is in ``allowed_suffixes`` (checked now, before any work), and neither
+        the working directory nor one of its parents."""
+        path = Path(target)
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"{target}: exists and is not a folder; expected an output "
+                                  "folder")
+            if Path.cwd().resolve().is_relative_to(path.resolve()):
+                raise ConfigError(f"{target}: is the working directory or one of its parents; "
+                                  "give an output folder of its own")
+            allowed = set(allowed_suffixes)
+            foreign = sorted(str(p.relative_to(path)) for p in path.rglob("*")
+                             if not p.is_dir() and (p.suffix not in allowed or p.is_symlink()))
+            if foreign:
+                raise ConfigError(f"{target}: holds files that are not outputs of this stage "
+                                  f"({foreign[:5]}); refusing to replace it, give an output "
+                                  "folder of its own")
+        return self._stage(target, folder=True)
+
+    def final(self, staged: str | Path) -> Path:
+        """The path a staged file will have once committed (``staged`` or a file inside a
+        staged folder)."""
+        staged = Path(staged)
+        for target, (where, _) in self._staged.items():
+            if staged == where or where in staged.parents:
+                return target / staged.relative_to(where)
+        return staged
+
+    def commit(self) -> None:
+        """Move every staged output into place; a failing move puts the old ones back."""
+        done: list[tuple[Path, Path | None]] = []  # (target, backup of the previous one)
+        try:
+            for target, (staged, folder) in self._staged.items():
+                if not staged.exists():
+                    raise DataError(f"{target}: the stage did not write this output")
+                backup = None
+                if target.exists() or target.is_symlink():
+                    backup = staged.with_name(f".previous-{staged.name}")
+                    if folder:
+                        os.rename(target, backup)
+                    else:  # keep the old file visible until the atomic replace
+                        _link_or_copy(target, backup)
+                done.append((target, backup))
+                os.replace(staged, target)
+        except BaseException:
+            for target, backup in reversed(done):
+                if backup is not None:
+                    if target.is_dir() and not target.is_symlink():
+                        shutil.rmtree(target)
+                    os.replace(backup, target)
+                elif target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+            self.discard()
+            raise
+        self._created.clear()  # they hold outputs now
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove everything staged (and the parents made for it); the targets stay as they
+        were."""
+        for tmp in self._tmp.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._tmp.clear()
+        for p in reversed(self._created):
+            with suppress(OSError):  # not empty: something else wrote there meanwhile
+                p.rmdir()
+        self._created.clear()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+@contextmanager
+def staged_outputs() -> Iterator[StagedOutputs]:
+    """All-or-nothing outputs for one stage::
+
+        with staged_outputs() as out:
+            write_json(out.file(args.metrics), metrics)
+            write_plots(out.folder(args.plots))
+        # here every output is in place; after an exception, none changed
+
+    Ask for every :meth:`~StagedOutputs.file` / :meth:`~StagedOutputs.folder` first: their
+    checks (a folder that is not a previous output, overlapping outputs) then fail before any
+    work is done. Any exception, ``KeyboardInterrupt`` included, discards what was staged.
+    """
+    stage = StagedOutputs()
+    try:
+        yield stage
+    except BaseException:
+        stage.discard()
+        raise
+    stage.commit()

@@ -124,28 +124,50 @@ class World:
         return ["features", "-p", str(self.params({"data": cfg}))]
 
     # -- a prepared feature set (what `amnet features` writes) for `amnet evaluate`
-    def prepared(self, dim: int = DIM, edit: Callable[[dict], None] | None = None) -> Path:
+    def prepared(self, dim: int = DIM, edit: Callable[[dict], None] | None = None,
+                 db: dict[str, Any] | None = None, classes: list[str] = CLASSES) -> Path:
         from amnet.data.manifest import write_manifest
 
         root = self.data / "features"
         root.mkdir()
-        db = {"a": video(), "b": video("Test", "B")}
+        db = db or {"a": video(), "b": video("Test", "B")}
         for vid in db:
             np.save(root / f"{vid}.npy", feats(dim=dim))
         (root / "annotations.json").write_text(json.dumps({"database": db}))
-        m = write_manifest(root, stride=4, window=16, classes=CLASSES)
+        m = write_manifest(root, stride=4, window=16, classes=classes)
         if edit is not None:
             edit(m)
             (root / "manifest.json").write_text(json.dumps(m))
         return root
 
-    def evaluate(self, dim: int = DIM, edit: Callable[[dict], None] | None = None) -> list[str]:
-        root = self.prepared(dim, edit)
-        ckpt = self.asset("ckpt", "data/model.pt")
-        params = self.params({"data": {"root": str(root), "feature_dim": dim,
-                                       "num_classes": len(CLASSES), "stride": 4, "window": 16},
-                              "train": {"device": "cpu"}})
-        return ["evaluate", "-p", str(params), "--checkpoint", str(ckpt), "--no-track"]
+    def evaluate(self, dim: int = DIM, edit: Callable[[dict], None] | None = None, *,
+                 db: dict[str, Any] | None = None, param_dim: int | None = None,
+                 ckpt: str = "ckpt", manifest: bool = True, classes: list[str] = CLASSES,
+                 run_file: str | bytes | dict | list | None = None,
+                 extra: tuple[str, ...] = ()) -> list[str]:
+        """``amnet evaluate`` of a tiny checkpoint on a prepared set; ``run_file`` given:
+        tracked, into an MLflow store that must never be reached (nothing may be written)."""
+        root = self.prepared(dim, edit, db, classes)
+        if not manifest:
+            (root / "manifest.json").unlink()
+        model = self.asset(ckpt, "data/model.pt")
+        cfg = {"data": {"root": str(root), "feature_dim": param_dim or dim,
+                        "num_classes": len(CLASSES), "stride": 4, "window": 16},
+               "train": {"device": "cpu"}}
+        argv = ["evaluate", "-p", "", "--checkpoint", str(model)]
+        if run_file is None:
+            argv.append("--no-track")
+        else:
+            cfg["tracking"] = {"tracking_uri": f"sqlite:///{self.root / 'never' / 'x.db'}"}
+            argv += ["--run-file", str(self.write("data/run.json", run_file))]
+        argv[2] = str(self.params(cfg))
+        return [*argv, *extra]
+
+    # -- `amnet promote` with a run file (the store is the module's shared, empty one)
+    def promote(self, run_file: str | bytes | dict | list) -> list[str]:
+        params = self.params({"tracking": {"tracking_uri": self.assets["store"]}})
+        return ["promote", "-p", str(params), "--run-file",
+                str(self.write("data/run.json", run_file)), "--out", str(self.data / "r.json")]
 
     # -- `amnet detect`
     def detect(self, model: str, *extra: str, features: Path | None = None) -> list[str]:
@@ -197,7 +219,21 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_checkpoint(ckpt, build_train_state(cfg, model, 1), cfg, extra={"classes": CLASSES})
     truncated = folder / "truncated.pt"
     truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    return {"ckpt": ckpt, "truncated": truncated}
+    nameless = folder / "nameless.pt"
+    save_checkpoint(nameless, build_train_state(cfg, model, 1), cfg)
+    return {"ckpt": ckpt, "truncated": truncated, "nameless": nameless,
+            "store": f"sqlite:///{folder / 'store' / 'mlflow.db'}"}
+
+
+@pytest.fixture(scope="module")
+def store(assets: dict[str, Path]) -> str:
+    """An empty MLflow store outside every case's folder (creating its schema takes ~7 s)."""
+    uri = str(assets["store"])
+    Path(uri[len("sqlite:///"):]).parent.mkdir()
+    subprocess.run([sys.executable, "-c", "import sys; from mlflow.tracking import "
+                    "MlflowClient; MlflowClient(sys.argv[1]).search_experiments()", uri],
+                   check=True, timeout=300, capture_output=True)
+    return uri
 
 
 # --------------------------------------------------------------------------- the cases
@@ -443,12 +479,77 @@ MODELS = [
              np.save(w.data / "wide" / "v.npy", feats(dim=32)))[0]),
          ("{data}/wide", "feature dimension is 32, expected 16")),
     Case("evaluate-features-of-another-dim", lambda w: w.evaluate(dim=32),
-         ("dimension", "32", "16"),
-         xfail="amnet evaluate runs a 16-d checkpoint on 32-d features: a shape error "
-               "traceback in the model (engine/evaluate, owned elsewhere)"),
+         ("{data}/model.pt", "{data}/features/b.npy", "video 'b'", "dimension 32",
+          "dimension 16")),
 ]
 
-CASES = [*PARAMS, *ANNOTATIONS, *OVERLAP, *FEATURES, *MANIFESTS, *EVAL, *MODELS]
+EV_CKPT, EV_ANN = "{data}/model.pt", "{data}/features/annotations.json"
+EV_MAN, RUN = "{data}/features/manifest.json", "{data}/run.json"
+EVALUATE = [  # all refused before inference, with every output left as it was
+    Case("evaluate-model-classes-beyond-manifest",
+         lambda w: w.evaluate(edit=lambda m: m.update(classes=["A", "B"])),
+         (EV_CKPT, EV_MAN, "3 classes", "lists 2", "['C']")),
+    Case("evaluate-model-classes-beyond-labels", lambda w: w.evaluate(manifest=False),
+         (EV_CKPT, EV_ANN, "3 classes", "lists 2", "['C']")),
+    Case("evaluate-label-not-a-model-class",
+         lambda w: w.evaluate(db={"a": video(), "b": video("Test", "Z")},
+                              classes=[*CLASSES, "Z"]),
+         (EV_ANN, "['Z']", "not classes of the model", EV_CKPT)),
+    Case("evaluate-checkpoint-without-class-names", lambda w: w.evaluate(ckpt="nameless"),
+         (EV_CKPT, "no class names", EV_ANN)),
+    Case("evaluate-params-dim-not-the-model's", lambda w: w.evaluate(param_dim=32),
+         (P, "'data.feature_dim' is 32", EV_CKPT, "dimension 16")),
+    Case("evaluate-checkpoint-missing",
+         lambda w: [*w.evaluate()[:3], "--checkpoint", str(w.data / "nope.pt"), "--no-track"],
+         ("checkpoint not found", "{data}/nope.pt")),
+    Case("evaluate-plots-folder-not-ours", lambda w: w.evaluate(extra=("--plots", str(w.data))),
+         ("{data}", "not outputs of this stage", "refusing to replace it")),
+    Case("evaluate-plots-folder-is-cwd", lambda w: w.evaluate(extra=("--plots", ".")),
+         ("ERROR amnet: .: is the working directory",)),
+    Case("evaluate-metrics-is-a-folder",
+         lambda w: w.evaluate(extra=("--metrics", str(w.data))), ("{data}", "is a folder")),
+    Case("evaluate-outputs-overlap",
+         lambda w: w.evaluate(extra=("--plots", str(w.root / "out"), "--predictions",
+                                     str(w.root / "out" / "p.json"))),
+         ("{root}/out/p.json", "lies inside the output folder {root}/out")),
+    Case("run-file-not-json", lambda w: w.evaluate(run_file="{run_id: "),
+         (RUN, "not valid JSON")),
+    Case("run-file-not-utf8", lambda w: w.evaluate(run_file=b'{"run_id": "\xff"}'),
+         (RUN, "not valid JSON")),
+    Case("run-file-a-list", lambda w: w.evaluate(run_file=["0" * 32]),
+         (RUN, "expected a JSON object")),
+    Case("run-file-run-id-a-number", lambda w: w.evaluate(run_file={"run_id": 3}),
+         (RUN, "field 'run_id'", "got 3")),
+    Case("run-file-run-id-a-path", lambda w: w.evaluate(run_file={"run_id": "../../x"}),
+         (RUN, "field 'run_id'", "'../../x'")),
+    Case("run-file-a-folder",
+         lambda w: (w.evaluate(run_file={}), (w.data / "run.json").unlink(),
+                    (w.data / "run.json").mkdir())[0], (RUN, "is a folder")),
+    Case("promote-run-file-run-id-a-list", lambda w: w.promote({"run_id": ["a"]}),
+         (RUN, "field 'run_id'")),
+    Case("promote-run-file-no-run-id", lambda w: w.promote({"model_uri": "x"}),
+         (RUN, "no 'run_id' field")),
+    Case("promote-run-not-in-store", lambda w: w.promote({"run_id": "f" * 32}),
+         ("f" * 32, "not in the tracking store", "no run stands in", "`amnet evaluate`")),
+]
+
+URIS = [  # registered-model URIs that do not resolve in a real (empty) store
+    Case("model-uri-unknown-name", lambda w: w.detect(
+        "models:/nope@champion", "-p", str(w.params({"tracking": {
+            "tracking_uri": w.assets["store"]}}))),
+        ("models:/nope@champion", "cannot fetch model")),
+    Case("model-uri-unknown-version", lambda w: w.detect(
+        "models:/nope/3", "-p", str(w.params({"tracking": {
+            "tracking_uri": w.assets["store"]}}))),
+        ("models:/nope/3", "cannot fetch model")),
+    Case("model-uri-no-alias-or-version", lambda w: w.detect("models:/nope"),
+         ("models:/nope", "expected models:/<name>@<alias>")),
+    Case("model-uri-runs-scheme", lambda w: w.detect("runs:/0123/model"),
+         ("runs:/0123/model", "unsupported URI")),
+]
+
+CASES = [*PARAMS, *ANNOTATIONS, *OVERLAP, *FEATURES, *MANIFESTS, *EVAL, *MODELS, *EVALUATE,
+         *URIS]
 
 
 # --------------------------------------------------------------------------- the test
@@ -484,7 +585,10 @@ def test_enough_cases() -> None:
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
-def test_hostile_input(case: Case, tmp_path: Path, assets: dict[str, Path]) -> None:
+def test_hostile_input(case: Case, tmp_path: Path, assets: dict[str, Path],
+                       request: pytest.FixtureRequest) -> None:
+    if case.id.startswith(("promote-", "model-uri-unknown")):
+        request.getfixturevalue("store")  # built on first use only
     w = World(tmp_path, assets)
     argv = case.build(w)
     before = tree(tmp_path)
@@ -503,3 +607,68 @@ def test_hostile_input(case: Case, tmp_path: Path, assets: dict[str, Path]) -> N
     missing = [f for f in (e.format(**names) for e in case.expect) if f not in errors[0]]
     assert not missing, f"{missing} not in: {errors[0]}"
     assert seconds < 30, f"{case.id} took {seconds:.1f} s"
+
+
+# --------------------------------------------------------------------------- beyond exit 2
+
+def run_patched(patch: str, argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real CLI with one fault injected: ``patch`` runs first (e.g. makes a step raise)."""
+    code = (f"import sys\n{patch}\nfrom workflows.cli import main\n"
+            "sys.exit(main(['-q', *sys.argv[1:]]))\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", CI="true")
+    return subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+FAULTS = {  # the last plot step fails, after the metrics, predictions and other plots exist
+    "disk-full": "import errno, amnet.evaluation.plots as P\n"
+                 "def boom(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device')\n"
+                 "P.plot_timeline = boom",
+    "ctrl-c": "import amnet.evaluation.plots as P\n"
+              "def boom(*a, **k): raise KeyboardInterrupt\n"
+              "P.plot_timeline = boom",
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_failing_evaluate_leaves_previous_outputs_byte_identical(
+        fault: str, tmp_path: Path, assets: dict[str, Path]) -> None:
+    w = World(tmp_path, assets)
+    argv = w.evaluate()
+    first = run_cli(argv, tmp_path)
+    assert first.returncode == 0, first.stderr
+    outputs = ["metrics/evaluate.json", "metrics/per_class_ap.json",
+               "outputs/evaluate/predictions.json", "plots/evaluate/timeline.png"]
+    assert all((tmp_path / o).is_file() for o in outputs)
+    # the next evaluation scores other tIoUs: every file it wrote would differ
+    before = tree(tmp_path)
+    proc = run_patched(FAULTS[fault], [*argv, "-s", "eval.tiou=[0.5]"], tmp_path)
+    assert tree(tmp_path) == before, proc.stderr
+    if fault == "disk-full":
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        (line,) = [x for x in proc.stderr.splitlines() if " ERROR " in x]
+        assert "No space left on device" in line
+    else:
+        assert proc.returncode != 0
+
+
+def test_label_only_in_the_test_subset_warns_once(tmp_path: Path,
+                                                  assets: dict[str, Path]) -> None:
+    """`amnet train` on a set whose class 'B' has actions only in the test subset (and 'C'
+    none at all): one warning naming the annotation file and both labels."""
+    w = World(tmp_path, assets)
+    root = w.prepared()  # 'a' (Validation): A; 'b' (Test): B; manifest classes A, B, C
+    params = w.params({"data": {"root": str(root), "feature_dim": DIM,
+                                "num_classes": len(CLASSES), "stride": 4, "window": 16},
+                       "train": {"device": "cpu", "epochs": 1, "batch_size": 1}})
+    sets = [a for o in TINY_MODEL for a in ("-s", o)]
+    proc = run_cli(["train", "-p", str(params), *sets, "--no-track", "--no-val",
+                    "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")],
+                   tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    said = [x for x in proc.stderr.splitlines() if "learned from nothing" in x]
+    assert len(said) == 1, proc.stderr
+    assert str(root / "annotations.json") in said[0]
+    assert "'B' (only in 'Test')" in said[0] and "'C' (no action at all)" in said[0]

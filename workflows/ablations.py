@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from amnet.config import Config, ConfigError, load_config
+from amnet.io import staged_outputs
 from workflows.cli import add_config_arguments
 
 log = logging.getLogger(__name__)
@@ -86,19 +87,28 @@ def row_config(params: str | Path, row: Row, common: list[str],
     return cfg.replace(f"tracking.experiment={cfg.tracking.experiment}-ablations")
 
 
+ROW_SUFFIXES = frozenset({".pt", ".json"})  # what a row folder holds (ckpt/last.pt included)
+
+
 def run_row(cfg: Config, row: Row, *, out_dir: str | Path, metrics_dir: str | Path,
             track: bool = True, log_model: bool = True) -> dict[str, Any]:
     """Train ``cfg`` in-process on the training part, score the validation part after the
     last epoch and the test split for reporting, write the row's files; return
-    ``{"row", "metrics", "run_id", "seconds"}``."""
+    ``{"row", "metrics", "run_id", "seconds"}``. The row's folder and metrics file are
+    replaced together, only once the row succeeded (:func:`amnet.io.staged_outputs`)."""
+    with staged_outputs() as staged:
+        out = staged.folder(Path(out_dir) / row.name, allowed_suffixes=ROW_SUFFIXES)
+        metrics_path = staged.file(Path(metrics_dir) / f"{row.name}.json")
+        return _run_row(cfg, row, out, metrics_path, track=track, log_model=log_model)
+
+
+def _run_row(cfg: Config, row: Row, out: Path, metrics_path: Path, *, track: bool,
+             log_model: bool) -> dict[str, Any]:
     from amnet import engine
     from amnet.data.dataset import train_val_datasets
     from amnet.io import read_json_object
     from workflows.evaluate import score_model, write_json
 
-    out = Path(out_dir) / row.name
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_path = Path(metrics_dir) / f"{row.name}.json"
     t0 = time.perf_counter()
     tracking = None
     if track:

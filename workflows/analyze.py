@@ -19,7 +19,7 @@ from typing import Any
 from amnet.config import load_config
 from amnet.errors import ConfigError, DataError, PredictionError
 from amnet.evaluation.parse import load_json
-from amnet.io import read_json
+from amnet.io import read_json, staged_outputs
 from workflows.cli import add_config_arguments
 
 log = logging.getLogger(__name__)
@@ -109,9 +109,12 @@ def run(args: argparse.Namespace) -> int:
     main, *others = names
     if args.video is not None and args.video not in gt.get("database", {}):
         raise DataError(f"--video: {args.video!r} is not a video of {args.gt}")
-    paths = write_all_plots(gt, runs[main], args.out, subset=subset, tiou=tiou,
-                            compare={n: runs[n] for n in others}, name=main, video=args.video,
-                            analysis_tiou=args.analysis_tiou, top_k=args.top_k)
+    with staged_outputs() as staged:  # DIR is replaced whole, once every file is written
+        paths = write_all_plots(gt, runs[main], staged.folder(args.out), subset=subset,
+                                tiou=tiou, compare={n: runs[n] for n in others}, name=main,
+                                video=args.video, analysis_tiou=args.analysis_tiou,
+                                top_k=args.top_k)
+    paths = {k: staged.final(p) for k, p in paths.items()}
     print(format_analysis(read_json(paths["fp_analysis_json"])))
     print(f"\nwrote {len(paths)} files to {args.out}:")
     for key, p in paths.items():

@@ -121,7 +121,8 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
     # evaluation runs on rank 0 only (the model is identical on every rank after each step),
     # on the validation part of the training subset (amnet.data.split), never on Test
     train_ds, val_ds = train_val_datasets(cfg.data, seed=cfg.train.seed,
-                                          validation=ctx.validate and rank == 0)
+                                          validation=ctx.validate and rank == 0,
+                                          warn_untrained=rank == 0)  # one warning, not N
     sampler = DistributedSampler(train_ds, num_replicas=ws, rank=rank, shuffle=True,
                                  seed=cfg.train.seed, drop_last=False)
     loader = engine.make_loader(train_ds, wcfg, training=True, sampler=sampler)

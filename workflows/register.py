@@ -42,12 +42,36 @@ def _run_score(client: Any, run_id: str, metric: str) -> tuple[float | None, str
     return run.data.metrics.get(metric), run.data.tags.get(TAG_FINGERPRINT, "")
 
 
+def _stand_in(cfg: Config, run_id: str, metric: str) -> Any:
+    """The run ``amnet evaluate`` logged for ``run_id`` when that run is not in this store
+    (a clone restored with ``dvc pull``): the newest one with a model and ``metric``."""
+    import mlflow
+
+    from workflows import tracking
+
+    runs = [r for r in tracking.stand_in_runs(cfg, run_id)
+            if metric in r.data.metrics and r.data.tags.get(tracking.TAG_MODEL_URI)]
+    if not runs:
+        raise tracking.TrackingError(
+            f"run {run_id} is not in the tracking store {mlflow.get_tracking_uri()}, and no "
+            f"run stands in for it: run `amnet evaluate` (it logs the evaluation and the model "
+            f"to a new run tagged {tracking.TAG_SOURCE_RUN}={run_id}), or retrain "
+            f"(`dvc repro -f train`)")
+    log.warning("run %s is not in the tracking store %s; registering run %s, which `amnet "
+                "evaluate` logged for it (tag %s)", run_id, mlflow.get_tracking_uri(),
+                runs[0].info.run_id, tracking.TAG_SOURCE_RUN)
+    return runs[0]
+
+
 def promote(cfg: Config, run_id: str, *, metric: str = METRIC, force: bool = False,
             model_uri: str | None = None) -> dict[str, Any]:
     """Register ``run_id``'s model; move the champion alias if it wins (module docstring).
 
-    Returns ``{"model", "version", "decision" ("champion" | "rejected"), "reason", "score",
-    "champion_version", "champion_score", "test_fingerprint"}``.
+    A ``run_id`` this store does not hold is replaced by the run ``amnet evaluate`` logged
+    for it (tag ``amnet.source_run_id``; then the result also has ``source_run_id``).
+
+    Returns ``{"model", "version", "run_id", "decision" ("champion" | "rejected"), "reason",
+    "score", "champion_version", "champion_score", "test_fingerprint"}``.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -61,9 +85,9 @@ def promote(cfg: Config, run_id: str, *, metric: str = METRIC, force: bool = Fal
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise tracking.TrackingError(
-            f"run {run_id} is not in the tracking store {mlflow.get_tracking_uri()}; was the "
-            f"store reset since training? (`dvc repro -f train` re-creates it)") from None
+        run = _stand_in(cfg, run_id, metric)
+    source_run_id = run.data.tags.get(tracking.TAG_SOURCE_RUN)
+    run_id = run.info.run_id
     score = run.data.metrics.get(metric)
     fingerprint = run.data.tags.get(tracking.TAG_FINGERPRINT, "")
     if score is None or not fingerprint:
@@ -85,6 +109,8 @@ def promote(cfg: Config, run_id: str, *, metric: str = METRIC, force: bool = Fal
     result: dict[str, Any] = {"model": name, "version": int(mv.version), "run_id": run_id,
                               "metric": metric, "score": score, "test_fingerprint": fingerprint,
                               "champion_version": None, "champion_score": None}
+    if source_run_id:
+        result["source_run_id"] = source_run_id
     if champion is None:
         decision, reason = "champion", f"no '{alias}' version existed"
     else:

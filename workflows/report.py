@@ -30,7 +30,7 @@ from amnet.config import load_config
 from amnet.errors import DataError
 from amnet.evaluation.map import tiou_key
 from amnet.evaluation.plots import _write_csv
-from amnet.io import read_json
+from amnet.io import read_json, staged_outputs
 from workflows.ablations import DEFAULT_ROWS, Row, load_rows
 from workflows.cli import add_config_arguments
 
@@ -190,9 +190,17 @@ def _per_class_figure(rows_dir: Path, rows: dict[str, Row], out: Path) -> bool:
 def write_report(params: str | Path, rows_file: str | Path, metrics_dir: str | Path,
                  main_metrics: str | Path | None, out_dir: str | Path,
                  rows_dir: str | Path = "outputs/ablations") -> dict[str, Path]:
-    """Write every report file (module docstring); returns them by name."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write every report file (module docstring); returns them by name. ``out_dir`` is
+    replaced whole once every file is written (:func:`amnet.io.staged_outputs`)."""
+    with staged_outputs() as staged:
+        out = staged.folder(out_dir)
+        files = _write_report(params, rows_file, metrics_dir, main_metrics, out, rows_dir)
+    return {k: staged.final(p) for k, p in files.items()}
+
+
+def _write_report(params: str | Path, rows_file: str | Path, metrics_dir: str | Path,
+                  main_metrics: str | Path | None, out: Path,
+                  rows_dir: str | Path) -> dict[str, Path]:
     cfg = load_config(params)
     tables = build_tables(params, rows_file, metrics_dir)
     if not any(e["average_mAP"] is not None for es in tables.values() for e in es):

@@ -55,12 +55,14 @@ class TALDataset(Dataset):
     ``cache``: keep float32 features in memory (``None`` = when the split is under 2 GiB).
     ``part``: ``all`` videos of ``subset``, or its ``train`` / ``val`` part
     (:mod:`amnet.data.split`: ``cfg.val_fraction`` held out, seeded by ``cfg.val_seed``).
+    ``warn_untrained``: warn (once) about classes without a training action; data-parallel
+    workers pass it on one rank only.
     """
 
     def __init__(self, cfg: DataConfig, subset: str, *, training: bool,
                  root: str | Path | None = None, seed: int = 0,
                  classes: list[str] | None = None, cache: bool | None = None,
-                 part: str = "all") -> None:
+                 part: str = "all", warn_untrained: bool = True) -> None:
         if part not in PARTS:
             raise ValueError(f"TALDataset: part must be one of {PARTS}, got {part!r}")
         self.cfg = cfg
@@ -86,7 +88,7 @@ class TALDataset(Dataset):
             raise DataError(f"{self.root / ANNOTATIONS_FILE}: {len(self.classes)} classes but "
                             f"data.num_classes={cfg.num_classes} (expected at most that many)")
         videos = self._select_part(self.annotations.subset(subset))
-        if training:
+        if training and warn_untrained:  # False on all but one of several workers
             self._warn_untrained_classes(subset)
         self._feats: dict[str, np.ndarray] = {}
         self._load_all(videos, cache)
@@ -143,9 +145,16 @@ class TALDataset(Dataset):
         subset) gets a head trained on nothing: say so, naming it (once per dataset)."""
         empty = self.annotations.classes_without_actions(subset)
         if empty:
+            where: dict[str, set[str]] = {c: set() for c in empty}
+            for v in self.annotations.videos.values():
+                for lab in v.labels:
+                    if lab in where:
+                        where[lab].add(v.subset)
+            named = ", ".join(f"{c!r} (only in {', '.join(map(repr, sorted(where[c])))})"
+                              if where[c] else f"{c!r} (no action at all)" for c in empty)
             log.warning("%s: %d of %d classes have no action in the training split %r and "
                         "will be learned from nothing: %s", self.root / ANNOTATIONS_FILE,
-                        len(empty), len(self.classes), subset, ", ".join(map(repr, empty)))
+                        len(empty), len(self.classes), subset, named)
 
     def _check_manifest_geometry(self) -> None:
         m, cfg, where = self.manifest, self.cfg, self.root / MANIFEST_FILE
@@ -241,7 +250,8 @@ class TALDataset(Dataset):
 
 
 def train_val_datasets(cfg: DataConfig, *, seed: int, validation: bool = True,
-                       root: str | Path | None = None) -> tuple[TALDataset, TALDataset | None]:
+                       root: str | Path | None = None, warn_untrained: bool = True
+                       ) -> tuple[TALDataset, TALDataset | None]:
     """(training dataset with crops, validation dataset of full videos or None).
 
     Both come from ``cfg.train_subset``: training reads its ``train`` part, validation its
@@ -252,7 +262,7 @@ def train_val_datasets(cfg: DataConfig, *, seed: int, validation: bool = True,
     """
     held_out = cfg.val_fraction > 0
     train_ds = TALDataset(cfg, cfg.train_subset, training=True, seed=seed, root=root,
-                          part="train" if held_out else "all")
+                          part="train" if held_out else "all", warn_untrained=warn_untrained)
     if held_out and train_ds.split is not None and not train_ds.split.val:
         log.warning("%s split %r: no class has two videos, so data.val_fraction=%g holds none "
                     "out: training without a validation split", train_ds.root,

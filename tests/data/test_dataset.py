@@ -225,4 +225,9 @@ def test_label_only_in_the_test_subset_warns_once_naming_it(
         TALDataset(data_cfg, "Validation", training=True, root=root)
         TALDataset(data_cfg, "Test", training=False, root=root)  # no training: no warning
     msgs = [r.getMessage() for r in caplog.records if "learned from nothing" in r.getMessage()]
-    assert len(msgs) == 1 and "'Dive'" in msgs[0] and "'Validation'" in msgs[0], msgs
+    assert len(msgs) == 1 and "'Dive' (only in 'Test')" in msgs[0], msgs
+    assert "'Validation'" in msgs[0] and str(root / "annotations.json") in msgs[0], msgs
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the other ranks of a data-parallel training
+        TALDataset(data_cfg, "Validation", training=True, root=root, warn_untrained=False)
+    assert not [r for r in caplog.records if "learned from nothing" in r.getMessage()]

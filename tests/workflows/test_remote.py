@@ -11,6 +11,7 @@ silently checked out when it does not (DVC 3's default): the README tells users 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import time
@@ -101,6 +102,29 @@ def test_clone_pull_is_up_to_date_and_reruns_nothing(pushed: dict) -> None:
     # the MLflow run named in mlflow_run.json is not in this clone: nothing needed it
     assert not (clone / ".mlflow").exists()
     print(f"\nclone `dvc pull`: {pull_s:.1f} s, no-op `dvc repro`: {time.monotonic() - t0:.1f} s")
+
+
+@pytest.mark.slow
+def test_clone_reevaluates_and_registers_without_the_recorded_run(pushed: dict) -> None:
+    """Rerunning evaluate (not train) in the clone logs to a stand-in run, saying so once;
+    register then promotes that stand-in instead of demanding a retrain."""
+    clone = _clone(pushed["origin"], pushed["base"] / "clone-eval", pushed["remote"],
+                   verify=False)
+    _ok(dvc(clone, "pull"), "dvc pull")
+    recorded = json.loads((clone / "outputs/train/mlflow_run.json").read_text())["run_id"]
+    run_file = (clone / "outputs/train/mlflow_run.json").read_bytes()
+    ev = dvc(clone, "repro", "-f", "-s", "evaluate")
+    _ok(ev, "dvc repro -f -s evaluate")
+    said = [x for x in (ev.stdout + ev.stderr).splitlines() if "not in the tracking store" in x]
+    assert len(said) == 1 and recorded in said[0] and "amnet.source_run_id" in said[0], said
+    reg = dvc(clone, "repro", "-f", "-s", "register")
+    _ok(reg, "dvc repro -f -s register")
+    got = json.loads((clone / "outputs/register.json").read_text())
+    assert got["source_run_id"] == recorded and got["run_id"] != recorded
+    assert got["decision"] == "champion"  # the clone's registry had no champion
+    assert (clone / "outputs/train/mlflow_run.json").read_bytes() == run_file  # train's out
+    status = _ok(dvc(clone, "status", "train"), "dvc status train")
+    assert "up to date" in status, status
 
 
 def _flip_object(store: Path, md5: str) -> None:

@@ -24,6 +24,7 @@ Public API (used by train / evaluate / ablations / register / ray_train / sweep 
     load_registered_model(model_uri) -> (model, cfg, class_names)
     training_run(cfg, out_dir, params_file=None, resume=False) -> TrackedRun  (context manager)
     read_run_id(run_file, required=False) -> str | None
+    stand_in_runs(cfg, source_run_id, checkpoint_sha256=None) -> [Run]  (newest first)
     feature_set_tags(cfg) / test_set_fingerprint(cfg)
     log_dataset_inputs(cfg, run_id, splits) -> [dataset names]   (splits of SPLITS)
 """
@@ -58,7 +59,9 @@ from workflows.tracking.registry import (  # noqa: E402
 )
 from workflows.tracking.runs import (  # noqa: E402
     RUN_FILE,
+    TAG_CHECKPOINT_SHA256,
     TAG_FINGERPRINT,
+    TAG_SOURCE_RUN,
     TrackedRun,
     epoch_logger,
     evaluation_metrics,
@@ -66,6 +69,7 @@ from workflows.tracking.runs import (  # noqa: E402
     log_evaluation,
     metric_name,
     read_run_id,
+    stand_in_runs,
     start_run,
     training_run,
 )
@@ -85,8 +89,10 @@ __all__ = [
     "MODEL_INFO_FILE",
     "RUN_FILE",
     "SPLITS",
+    "TAG_CHECKPOINT_SHA256",
     "TAG_FINGERPRINT",
     "TAG_MODEL_URI",
+    "TAG_SOURCE_RUN",
     "PackedOutput",
     "TrackedRun",
     "TrackingError",
@@ -109,6 +115,7 @@ __all__ = [
     "read_run_id",
     "resolve_tracking_uri",
     "run_exists",
+    "stand_in_runs",
     "start_run",
     "test_set_fingerprint",
     "training_run",

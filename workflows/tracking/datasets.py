@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterable
-from pathlib import Path
 
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
@@ -34,7 +33,7 @@ from amnet.data.feature_set import FeatureSet
 from amnet.data.split import split_videos
 from amnet.errors import AmnetError
 from amnet.io import sha256_file
-from workflows.tracking.provenance import _dvc_lock_hash
+from workflows.tracking.provenance import dvc_lock_hash
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ DIGEST_LIMIT = 36  # MLflow's column width for a dataset digest
 def feature_set_digest(cfg: Config) -> tuple[str, str]:
     """``(digest, kind)`` of the feature set: DVC's ``dvc.lock`` hash (kind ``dvc``), else the
     manifest's sha256 (``manifest``), else ``("", "none")``."""
-    md5 = _dvc_lock_hash(Path.cwd(), cfg.data.root)
+    md5 = dvc_lock_hash(cfg.data.root)
     if md5 and len(md5) <= DIGEST_LIMIT:
         return md5, "dvc"
     manifest = FeatureSet.at(cfg.data.root).manifest_path

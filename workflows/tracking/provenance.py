@@ -37,20 +37,40 @@ def git_tags(cwd: Path | None = None) -> dict[str, str]:
             "git.dirty": str(dirty).lower()}
 
 
-def _dvc_lock_hash(root: Path, out_path: str) -> str:
-    """The md5 DVC recorded in ``dvc.lock`` for the stage output at ``out_path``."""
-    lock = root / "dvc.lock"
-    if not lock.is_file():
-        return ""
-    try:
-        data = yaml.safe_load(lock.read_text()) or {}
-    except yaml.YAMLError:
-        return ""
-    want = os.path.normpath(out_path)
-    for stage in (data.get("stages") or {}).values():
-        for out in stage.get("outs") or []:
-            if os.path.normpath(str(out.get("path", ""))) == want:
-                return str(out.get("md5") or out.get("hash") or "")
+def _find_lock(start: Path) -> Path | None:
+    """The ``dvc.lock`` of the DVC project holding ``start``: the nearest ancestor that has
+    one, looking no higher than the repository root (``.git`` / ``.dvc``)."""
+    for d in (start, *start.parents):
+        if (d / "dvc.lock").is_file():
+            return d / "dvc.lock"
+        if (d / ".git").exists() or (d / ".dvc").is_dir():
+            return None
+    return None
+
+
+def dvc_lock_hash(data_root: str | Path, cwd: Path | None = None) -> str:
+    """The md5 DVC recorded in ``dvc.lock`` for the stage output that is ``data_root``.
+
+    Both sides are compared as real absolute paths: ``data_root`` relative to the CWD (as every
+    stage reads it) or absolute; each ``outs`` path relative to the folder of its ``dvc.lock``.
+    The lock is the one of the project holding ``data_root``, else the CWD's project.
+    """
+    cwd = cwd or Path.cwd()
+    want = os.path.realpath(cwd / data_root)  # an absolute data_root stays itself
+    found = (_find_lock(Path(want)), _find_lock(cwd.resolve()))
+    for lock in dict.fromkeys(p for p in found if p is not None):
+        try:
+            data = yaml.safe_load(lock.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        stages = data.get("stages") if isinstance(data, dict) else None
+        for stage in stages.values() if isinstance(stages, dict) else ():
+            outs = stage.get("outs") if isinstance(stage, dict) else None
+            for out in outs if isinstance(outs, list) else ():
+                if not isinstance(out, dict) or not out.get("path"):
+                    continue
+                if os.path.realpath(lock.parent / str(out["path"])) == want:
+                    return str(out.get("md5") or out.get("hash") or "")
     return ""
 
 
@@ -58,7 +78,7 @@ def feature_set_tags(cfg: Config) -> dict[str, str]:
     """Identify the feature set a run read: DVC's directory hash (from ``dvc.lock``) and
     the sha256 of its manifest (which lists every feature file)."""
     tags = {"data.name": cfg.data.name, "data.root": cfg.data.root}
-    md5 = _dvc_lock_hash(Path.cwd(), cfg.data.root)
+    md5 = dvc_lock_hash(cfg.data.root)
     if md5:
         tags["dvc.features.md5"] = md5
     manifest = FeatureSet.at(cfg.data.root).manifest_path

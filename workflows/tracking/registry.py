@@ -146,7 +146,7 @@ def _example_feats(cfg: Config, max_len: int = 128) -> torch.Tensor:
                   if fs.feature_path(v).is_file())
     vids = vids or fs.video_ids()
     arr = np.load(fs.feature_path(vids[0]), mmap_mode="r")[:max_len]
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).T[None]
+    return torch.from_numpy(np.array(arr, dtype=np.float32)).T[None]  # a copy: mmap is read-only
 
 
 def log_trained_model(cfg: Config, model_path: str | Path) -> ModelInfo:

@@ -50,11 +50,16 @@ from workflows.tracking.store import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RUN_FILE", "TAG_FINGERPRINT", "TrackedRun", "epoch_logger", "evaluation_metrics",
-           "log_config", "log_evaluation", "metric_name", "read_run_id", "start_run",
-           "training_run"]
+__all__ = ["RUN_FILE", "TAG_CHECKPOINT_SHA256", "TAG_FINGERPRINT", "TAG_SOURCE_RUN",
+           "TrackedRun", "epoch_logger", "evaluation_metrics", "log_config", "log_evaluation",
+           "metric_name", "read_run_id", "stand_in_runs", "start_run", "training_run"]
 
 TAG_FINGERPRINT = "amnet.test_fingerprint"
+# A run that stands in for a recorded run missing from this store (a clone restored with
+# `dvc pull` has the run file but not the MLflow store): the recorded id and the checkpoint.
+TAG_SOURCE_RUN = "amnet.source_run_id"
+TAG_CHECKPOINT_SHA256 = "amnet.checkpoint_sha256"
+_RUN_ID = re.compile(r"[0-9A-Za-z_\-]{1,256}")
 RUN_FILE = "mlflow_run.json"
 _NAME_BAD = re.compile(r"[^0-9A-Za-z_\-. :/]")
 
@@ -228,16 +233,36 @@ def read_run_id(path: str | Path, *, required: bool = False, hint: str = "") -> 
     (``hint`` is appended to the missing-file message, e.g. another way to name the run).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # (a folder or unreadable file is an error below, not "missing")
         if required:
             raise TrackingError(f"{path}: no run file; train first (`amnet train`){hint}")
         return None
     run_id = (read_json_object(path, missing_ok=False) or {}).get("run_id")
-    if not run_id:
+    if run_id is None or run_id == "":
         if required:
             raise TrackingError(f"{path}: no 'run_id' field")
         return None
-    return str(run_id)
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        shown = repr(run_id) if len(repr(run_id)) <= 60 else repr(run_id)[:57] + "..."
+        raise TrackingError(f"{path}: field 'run_id' must be an MLflow run id (letters, digits, "
+                            f"'-' or '_'), got {shown}")
+    return run_id
+
+
+def stand_in_runs(cfg: Config, source_run_id: str, *,
+                  checkpoint_sha256: str | None = None) -> list[Any]:
+    """Runs of ``cfg.tracking.experiment`` that ``amnet evaluate`` logged for the recorded run
+    ``source_run_id`` when that run was not in this store (tag ``amnet.source_run_id``),
+    newest first; ``checkpoint_sha256`` keeps those of that checkpoint only."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None or not _RUN_ID.fullmatch(source_run_id):
+        return []
+    query = f"tags.`{TAG_SOURCE_RUN}` = '{source_run_id}'"
+    if checkpoint_sha256 is not None:
+        query += f" and tags.`{TAG_CHECKPOINT_SHA256}` = '{checkpoint_sha256}'"
+    return list(client.search_runs([exp.experiment_id], query,
+                                   order_by=["attributes.start_time DESC"], max_results=50))
 
 
 @contextlib.contextmanager
