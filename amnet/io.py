@@ -26,6 +26,8 @@ __all__ = [
     "MAX_JSON_BYTES",
     "PLOT_SUFFIXES",
     "StagedOutputs",
+    "atomic_copy",
+    "atomic_target",
     "atomic_write_bytes",
     "atomic_write_text",
     "dump_json",
@@ -152,7 +154,10 @@ def json_text(obj: Any, indent: int | None = 2) -> str:
 
 
 @contextmanager
-def _temp_beside(path: Path) -> Iterator[Path]:
+def atomic_target(path: str | Path) -> Iterator[Path]:
+    """A temp path beside ``path`` to write; renamed onto ``path`` when the block completes,
+    removed when it raises (an interrupt included), so ``path`` is never half-written."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -168,9 +173,16 @@ def _temp_beside(path: Path) -> Iterator[Path]:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` all-or-nothing (temp file in the same folder, then rename)."""
     path = Path(path)
-    with _temp_beside(path) as tmp:
+    with atomic_target(path) as tmp:
         tmp.write_bytes(data)
     return path
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` to ``dst`` all-or-nothing (an interrupted copy leaves ``dst`` as it was)."""
+    with atomic_target(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(dst)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

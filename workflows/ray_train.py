@@ -1,9 +1,10 @@
 """Ray Train (V2) data-parallel training of AMNet: the launcher and the per-worker loop.
 
-:func:`train_loop` is one training loop built from :mod:`amnet.engine` pieces. It runs in every
+:func:`train_loop` runs :func:`amnet.engine.fit` (the one epoch loop) through its hooks, in every
 Ray Train worker (DDP over gloo on CPU, nccl on GPU) and, with one "worker", inside an in-process
 Tune trial (``workflows.sweep``); only its ``report`` adapter differs (``ray.train.report`` vs
-``ray.tune.report``: inside Tune, ``ray.train.report`` raises, stack.md §2).
+``ray.tune.report``: inside a Tune trial that is not a Train worker, ``ray.train.report``
+raises).
 
 Equivalence of 1 and N workers at the same global batch (``train.batch_size`` is global; each
 worker takes ``batch_size / N``): every worker draws the same seeded permutation per epoch and
@@ -37,7 +38,7 @@ from amnet.config import Config, from_dict
 from amnet.errors import AmnetError, ConfigError
 from workflows import ray_utils
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -97,16 +98,13 @@ def _broadcast(obj: Any, world_size: int) -> Any:
     return box[0]
 
 
-def _logged_steps(run_id: str) -> set[int]:
-    """Epochs already in the MLflow run: a restart replays the epochs after its last
-    registered checkpoint (all of them for a trial interrupted before its first one)."""
-    from mlflow.tracking import MlflowClient
-
-    return {m.step for m in MlflowClient().get_metric_history(run_id, "loss/total")}
-
-
 def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
     """Train ``cfg.train.epochs`` epochs on this worker's shard; report each epoch.
+
+    The epoch loop is :func:`amnet.engine.fit`'s; this worker plugs in its shard
+    (``DistributedSampler``, ``batch_size / N``), the DDP wrapper, the mean of the metrics
+    over the workers, rank-0 validation (broadcast), and per epoch: MLflow (rank 0, epochs
+    not yet logged), the checkpoint (rank 0) and ``ctx.report`` (every rank).
 
     Returns ``{"history": [per-epoch metrics], "final_epoch": e, "resumed_from": e0}``.
     """
@@ -116,7 +114,9 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
     from amnet.data.dataset import train_val_datasets
 
     rank, ws, device = ctx.rank, ctx.world_size, ctx.device
-    wcfg = cfg.replace(f"train.batch_size={per_worker_batch(cfg, ws)}")
+    batch = per_worker_batch(cfg, ws)
+    if rank > 0:  # the engine's per-epoch line: once per group (rank 0), not N times
+        logging.getLogger("amnet.engine").setLevel(logging.WARNING)
     engine.seed_everything(cfg.train.seed)
     # evaluation runs on rank 0 only (the model is identical on every rank after each step),
     # on the validation part of the training subset (amnet.data.split), never on Test
@@ -125,57 +125,40 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
                                           warn_untrained=rank == 0)  # one warning, not N
     sampler = DistributedSampler(train_ds, num_replicas=ws, rank=rank, shuffle=True,
                                  seed=cfg.train.seed, drop_last=False)
-    loader = engine.make_loader(train_ds, wcfg, training=True, sampler=sampler)
-
     classes = list(train_ds.classes)
     history: list[dict[str, float]] = []
     resumed_from = -1
-    if ctx.resume_dir is not None:
-        state, info = engine.load_checkpoint(ctx.resume_dir / CHECKPOINT_FILE, cfg, device=device)
-        engine.restore_rng(info)
-        resumed_from, history = state.epoch - 1, list(info.get("history", []))
-        logger.info("rank %d resumes after epoch %d", rank, resumed_from)
-    else:
-        model = engine.build_model(cfg, cfg.data.feature_dim, len(classes)).to(device)
-        state = engine.build_train_state(cfg, model, len(loader))
-    ddp_model = None
-    if ws > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            state.model, device_ids=[device.index] if device.type == "cuda" else None,
+
+    def on_resume(state: engine.TrainState, info: dict[str, Any]) -> None:
+        nonlocal resumed_from
+        resumed_from = state.epoch - 1
+        history.extend(info.get("history", []))
+        log.info("rank %d resumes after epoch %d", rank, resumed_from)
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)  # phase "mask" touches the AME only
 
+    def validate(state: engine.TrainState) -> dict[str, float] | None:
+        val = None
+        if val_ds is not None:  # rank 0
+            val, _, _ = engine.evaluate(state.eval_model, val_ds, cfg, device)
+        return _broadcast(val, ws)
+
     log_epoch = None
-    skip: set[int] = set()
     if rank == 0 and ctx.mlflow_run_id:
         from workflows import tracking
 
         tracking.configure(cfg)
-        log_epoch = tracking.epoch_logger(ctx.mlflow_run_id)
-        skip = _logged_steps(ctx.mlflow_run_id)  # a restarted run / trial replays epochs
+        # a restarted run / trial replays the epochs after its last registered checkpoint
+        log_epoch = tracking.epoch_logger(ctx.mlflow_run_id,
+                                          skip=tracking.logged_steps(ctx.mlflow_run_id))
 
-    epoch = state.epoch - 1
-    for epoch in range(state.epoch, cfg.train.epochs):
-        engine.train_epoch_setup(loader, train_ds, cfg, epoch)  # crops + sampler order of epoch
-        t0 = time.perf_counter()
-        metrics = engine.train_one_epoch(state, loader, wcfg, device, ddp_model=ddp_model,
-                                         amp=cfg.train.amp)
-        metrics["time/epoch_s"] = time.perf_counter() - t0
-        if device.type == "cuda":
-            metrics["gpu/max_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-        metrics = _mean_across_workers(metrics, ws, device)
-        state.epoch = epoch + 1
-        last, every = state.epoch == cfg.train.epochs, cfg.train.eval_every
-        if ctx.validate and (last or (every and state.epoch % every == 0)):
-            t1 = time.perf_counter()
-            val = None
-            if val_ds is not None:  # rank 0
-                val, _, _ = engine.evaluate(state.eval_model, val_ds, cfg, device)
-            val = _broadcast(val, ws) or {}
-            metrics.update({f"{engine.VAL_PREFIX}{k}": v for k, v in val.items()})
-            metrics["time/eval_s"] = time.perf_counter() - t1
+    def on_epoch_end(epoch: int, metrics: dict[str, float], state: engine.TrainState) -> None:
         metrics.update(epoch=epoch, resumed_from=resumed_from)
-        history.append(dict(metrics))
-        if log_epoch is not None and epoch not in skip:
+        history.append(metrics)
+        if log_epoch is not None:
             log_epoch(epoch, {k: v for k, v in metrics.items() if k not in ("epoch",
                                                                              "resumed_from")})
         t2 = time.perf_counter()
@@ -185,9 +168,18 @@ def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
                 ckpt_dir = Path(tmp)
                 engine.save_checkpoint(ckpt_dir / CHECKPOINT_FILE, state, cfg,
                                        extra={"classes": classes, "history": history})
-            ctx.report(metrics, ckpt_dir, epoch)
-        history[-1]["time/report_s"] = time.perf_counter() - t2  # checkpoint + report (bench)
-    return {"history": history, "final_epoch": epoch, "resumed_from": resumed_from}
+            ctx.report(dict(metrics), ckpt_dir, epoch)
+        metrics["time/report_s"] = time.perf_counter() - t2  # checkpoint + report (bench)
+
+    hooks = engine.FitHooks(
+        sampler=sampler, batch_size=batch, wrap_model=wrap if ws > 1 else None,
+        reduce_metrics=lambda m: _mean_across_workers(m, ws, device),
+        validate=validate if ctx.validate else None, on_resume=on_resume,
+        on_epoch_end=on_epoch_end)
+    resume = ctx.resume_dir / CHECKPOINT_FILE if ctx.resume_dir is not None else None
+    res = engine.fit(cfg, train_ds, val_ds, resume=resume, device=device, hooks=hooks)
+    return {"history": history, "final_epoch": res["state"].epoch - 1,
+            "resumed_from": resumed_from}
 
 
 # --------------------------------------------------------------------------- Ray Train
@@ -218,6 +210,53 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
                           mlflow_run_id=config.get("mlflow_run_id"),
                           validate=config.get("validate", True))
         return train_loop(cfg, ctx)
+
+
+def torch_trainer(cfg: Config, name: str, *, mlflow_run_id: str | None = None,
+                  validate: bool = True, callbacks: list[Any] | None = None) -> Any:
+    """The one ``TorchTrainer`` of this project (``amnet train`` and sweep trials with
+    ``sweep.workers_per_trial > 1``): :func:`train_worker` on ``cfg.ray.num_workers`` workers.
+
+    ``name`` is the run name under ``ray.storage_path``: Train V2 resumes a run of the same
+    name from its last checkpoint. ``callbacks``: Ray Train callbacks (e.g. Tune's report one).
+    """
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    class Trainer(TorchTrainer):
+        def _register_sigint_handler(self, controller: Any) -> None:
+            # Train V2's own Ctrl-C handler aborts the run and then exits the driver from
+            # inside the handler (status 1, no clean-up). Ours aborts it the same way and
+            # raises KeyboardInterrupt, so `amnet train` can end its MLflow run as KILLED and
+            # print how to resume (the run's checkpoints stay: it resumes by name).
+            import signal
+
+            import ray
+
+            def on_sigint(signum: int, frame: Any) -> None:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no effect
+                with contextlib.suppress(ray.exceptions.RayActorError):  # it exits on abort
+                    ray.get(controller.abort.remote())
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGINT, on_sigint)
+
+    bundle = ray_utils.worker_resources(cfg)
+    return Trainer(
+        train_worker,
+        train_loop_config={"cfg": cfg.to_dict(), "mlflow_run_id": mlflow_run_id,
+                           "validate": validate},
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker=bundle),
+        run_config=RunConfig(
+            name=name, storage_path=ray_utils.storage_path(cfg),
+            # controller_failure_limit=0: a worker group that cannot start (resources) raises
+            # after ray.startup_timeout_s instead of retrying forever.
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures,
+                                         controller_failure_limit=0),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks or [])))
 
 
 @dataclass
@@ -259,12 +298,15 @@ def check_train_request(cfg: Config) -> None:
         raise ConfigError("train.amp=fp16 needs GPUs (ray.use_gpu=true); use bf16 or off on CPU")
 
 
-def _finished_epochs(run_dir: Path) -> int | None:
+def registered_epoch(run_dir: Path) -> int | None:
     """Last epoch registered in an existing V2 run folder (None if none)."""
     snap = run_dir / "checkpoint_manager_snapshot.json"
     if not snap.is_file():
         return None
-    latest = json.loads(snap.read_text()).get("latest_checkpoint_result") or {}
+    try:
+        latest = json.loads(snap.read_text()).get("latest_checkpoint_result") or {}
+    except (OSError, ValueError):  # Ray rewrites it in place: caught mid-write, or vanished
+        return None
     epoch = (latest.get("metrics") or {}).get("epoch")
     return int(epoch) if epoch is not None else None
 
@@ -280,45 +322,24 @@ def run_ray_training(cfg: Config, *, mlflow_run_id: str | None = None, validate:
     ``validate``: test-split mAP as in :func:`amnet.engine.fit` (False: none).
     """
     import ray
-    from ray.train import (
-        CheckpointConfig,
-        FailureConfig,
-        LoggingConfig,
-        RunConfig,
-        ScalingConfig,
-    )
-    from ray.train.torch import TorchTrainer
 
     check_train_request(cfg)
     cfg = portable_config(cfg)
     name = ray_utils.fresh_run_name(cfg, prefix)
     storage = ray_utils.storage_path(cfg)
     if cfg.ray.run_name and "://" not in storage:
-        done = _finished_epochs(Path(storage) / name)
+        done = registered_epoch(Path(storage) / name)
         if done is not None and done >= cfg.train.epochs - 1:
-            logger.warning("Ray run %s already finished epoch %d of %d: nothing left to train "
-                           "(raise train.epochs to extend it, or clear ray.run_name for a "
-                           "fresh run)", name, done + 1, cfg.train.epochs)
+            log.warning("Ray run %s already finished epoch %d of %d: nothing left to train "
+                        "(raise train.epochs to extend it, or clear ray.run_name for a "
+                        "fresh run)", name, done + 1, cfg.train.epochs)
     owned = ray_utils.init_ray(cfg)
     try:
         bundle = ray_utils.worker_resources(cfg)
         ray_utils.check_fits(cfg, ray_utils.Request("Ray Train", bundle, cfg.ray.num_workers))
-        logger.info("Ray Train run %s: %d worker(s) x %s, storage %s", name,
-                    cfg.ray.num_workers, bundle, storage)
-        trainer = TorchTrainer(
-            train_worker,
-            train_loop_config={"cfg": cfg.to_dict(), "mlflow_run_id": mlflow_run_id,
-                               "validate": validate},
-            scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers,
-                                         use_gpu=cfg.ray.use_gpu, resources_per_worker=bundle),
-            run_config=RunConfig(
-                name=name, storage_path=storage,
-                # controller_failure_limit=0: a worker group that cannot start (resources)
-                # raises after ray.startup_timeout_s instead of retrying forever.
-                failure_config=FailureConfig(max_failures=cfg.ray.max_failures,
-                                             controller_failure_limit=0),
-                checkpoint_config=CheckpointConfig(num_to_keep=2),
-                logging_config=LoggingConfig(log_level="WARNING")))
+        log.info("Ray Train run %s: %d worker(s) x %s, storage %s", name,
+                 cfg.ray.num_workers, bundle, storage)
+        trainer = torch_trainer(cfg, name, mlflow_run_id=mlflow_run_id, validate=validate)
         try:
             result = trainer.fit()
         except ray.train.TrainingFailedError as e:

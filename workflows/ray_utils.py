@@ -1,6 +1,6 @@
 """Ray plumbing shared by Ray Train runs and Tune sweeps: environment, cluster, names, resources.
 
-Importing this module sets the environment defaults from ``../shared/notes/stack.md`` with
+Importing this module sets the environment defaults below (:data:`ENV_DEFAULTS`) with
 ``os.environ.setdefault`` (a value the user exported wins). Ray itself is imported lazily, inside
 the functions, so the variables are in place before any ``ray`` module reads them; Ray Train
 forwards its ``RAY_TRAIN_*`` variables from the driver to the controller and the workers.
@@ -25,9 +25,10 @@ from amnet.errors import AmnetError
 if TYPE_CHECKING:
     from amnet.config import Config
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
-#: Defaults measured on the 2-core machine (stack.md, "Recommendations" §1).
+#: Defaults chosen on a 2-core machine: Train V2, no usage prompt or preemption watcher,
+#: trials keep the driver CWD, a 30 s worker-group start timeout.
 ENV_DEFAULTS: dict[str, str] = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",               # no usage-stats prompt or upload
@@ -89,7 +90,7 @@ def init_ray(cfg: Config, *, dashboard: bool = False) -> bool:
     ``ray.shutdown()``, which for a remote cluster only disconnects). An already initialised
     Ray (a test fixture, a Tune trial) is reused as is. ``dashboard=True`` is needed
     for Train-inside-Tune: its State API lets Ray remove the placement groups of trials that ASHA
-    stops (stack.md §2, Pattern B); without it they leak and the sweep deadlocks.
+    stops (Train inside Tune); without it they leak and the sweep deadlocks.
     """
     import ray
 
@@ -102,15 +103,15 @@ def init_ray(cfg: Config, *, dashboard: bool = False) -> bool:
     t0 = time.perf_counter()
     if address and address != "local":
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
-        logger.info("connected to Ray cluster %s (%.1f s): %s", address,
-                    time.perf_counter() - t0, _fmt(ray.cluster_resources()))
+        log.info("connected to Ray cluster %s (%.1f s): %s", address,
+                 time.perf_counter() - t0, _fmt(ray.cluster_resources()))
     else:
         # an explicit local cluster: keep an inherited RAY_ADDRESS from redirecting ray.init
         os.environ.pop("RAY_ADDRESS", None)
         ray.init(num_cpus=local_cpus(cfg), include_dashboard=dashboard, runtime_env=runtime_env,
                  logging_level=logging.WARNING)
-        logger.info("started a local Ray cluster (%.1f s): %s", time.perf_counter() - t0,
-                    _fmt(ray.cluster_resources()))
+        log.info("started a local Ray cluster (%.1f s): %s", time.perf_counter() - t0,
+                 _fmt(ray.cluster_resources()))
     return True
 
 
@@ -158,8 +159,8 @@ def check_fits(cfg: Config, request: Request) -> None:
            + "; ".join(problems) + ". " + _advice(cfg, request))
     if is_local_cluster(cfg):
         raise RayResourceError(msg)
-    logger.warning("%s Waiting up to ray.startup_timeout_s=%gs for the cluster to scale up.",
-                   msg, cfg.ray.startup_timeout_s)
+    log.warning("%s Waiting up to ray.startup_timeout_s=%gs for the cluster to scale up.",
+                msg, cfg.ray.startup_timeout_s)
 
 
 def _advice(cfg: Config, request: Request) -> str:
@@ -178,7 +179,7 @@ def max_concurrent(cfg: Config, per_trial: dict[str, float], wanted: int) -> int
     """Cap concurrent trials so every running trial's bundles fit on the local cluster.
 
     With Train-inside-Tune the trial itself holds no CPU, so Tune would start more trials than
-    the cluster can hold and their worker groups would time out (stack.md §2, Pattern B traps).
+    the cluster can hold and their worker groups would time out waiting for CPUs.
     A remote cluster may autoscale, so there the params value is taken as given.
     """
     if not is_local_cluster(cfg):
@@ -189,8 +190,8 @@ def max_concurrent(cfg: Config, per_trial: dict[str, float], wanted: int) -> int
     fits = min((math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in per_trial.items() if v),
                default=wanted)
     if fits < wanted:
-        logger.info("sweep.max_concurrent=%d lowered to %d: each trial needs %s of %s",
-                    wanted, fits, _fmt(per_trial), _fmt(have))
+        log.info("sweep.max_concurrent=%d lowered to %d: each trial needs %s of %s",
+                 wanted, fits, _fmt(per_trial), _fmt(have))
     return max(1, min(wanted, fits))
 
 
@@ -198,7 +199,7 @@ def fresh_run_name(cfg: Config, prefix: str) -> str:
     """``cfg.ray.run_name`` when set (resume), else a name never used before.
 
     Train V2 resumes automatically by run name, and a *finished* run of the same name silently
-    trains nothing (stack.md §1 "Resume"), so every execution gets
+    trains nothing (it resumes at its end), so every execution gets
     ``<prefix>-<params hash>-<timestamp>-<random>``; ``DVC_EXP_NAME`` is added when DVC sets it.
     """
     if cfg.ray.run_name:

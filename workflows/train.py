@@ -14,17 +14,18 @@ validation mAP (``val/*``) every ``train.eval_every`` epochs and after the last,
   validation mAP (``val/*``), plus ``epochs``; no wall times, so a rerun with the same seed on
   the same machine writes the same bytes (times are logged and go to MLflow).
 
-The resumable state goes to ``<out>/checkpoints/last.pt`` after every epoch; ``--resume`` that
-file to continue an interrupted run with the same results.
+The resumable state goes to ``<out>/checkpoints/last.pt`` after every epoch (atomically);
+``--resume`` that file to continue an interrupted run with the same results, in the same MLflow
+run. Ctrl-C stops cleanly: the last complete checkpoint stays, one line gives the exact command
+that resumes the training, the exit status is 130 and the MLflow run ends as KILLED
+(``workflows.resume``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from typing import Any
 
 from amnet.config import Config, load_config
 from amnet.device import resolve_device
+from amnet.io import atomic_copy, write_json
 from workflows.cli import add_config_arguments
 
 log = logging.getLogger(__name__)
@@ -92,19 +94,14 @@ def metrics_file_values(metrics: dict[str, float]) -> dict[str, float]:
             if math.isfinite(v) and not k.startswith(("time/", "gpu/"))}
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
           metrics_path: str | Path | None = "metrics/train.json",
           callback: Callback | None = None, resume: str | Path | None = None,
           device: str | None = None, validation: bool = True) -> dict[str, Any]:
     """Train in-process and write ``<out_dir>/model.pt`` and the metrics JSON.
 
-    ``callback(epoch, metrics)`` runs after the logging one each epoch. Returns
+    ``callback(epoch, metrics)`` runs after the logging one each epoch; on ``resume`` it first
+    gets the epochs the checkpoint recorded (it must ignore those it has seen). Returns
     :func:`amnet.engine.fit`'s dict plus ``model_path``, ``metrics_path`` and ``seconds``.
     """
     from amnet import engine
@@ -120,11 +117,20 @@ def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
              f"{len(val_ds)} held-out videos of {cfg.data.train_subset}" if val_ds is not None
              else "none",
              cfg.train.epochs, resolve_device(device or cfg.train.device))
+    hooks = None
+    if resume is not None and callback is not None:
+        def replay(state: Any, info: dict[str, Any]) -> None:
+            # the epochs the checkpoint recorded, one of which may have been checkpointed but
+            # not reported when the run was stopped (the MLflow callback skips logged ones)
+            for epoch, metrics in enumerate(info.get("history", [])):
+                callback(epoch, dict(metrics))
+        hooks = engine.FitHooks(on_resume=replay)
     res = engine.fit(cfg, train_ds, val_ds, callback=chain(log_epoch(cfg.train.epochs), callback),
-                     checkpoint_dir=out / "checkpoints", resume=resume, device=device)
+                     checkpoint_dir=out / "checkpoints", resume=resume, device=device,
+                     hooks=hooks)
     model_path = out / "model.pt"
     if res["checkpoint"] is not None and Path(res["checkpoint"]).is_file():
-        shutil.copyfile(res["checkpoint"], model_path)
+        atomic_copy(res["checkpoint"], model_path)
     else:  # resumed from a finished run: nothing trained, save the state as it is
         engine.save_checkpoint(model_path, res["state"], cfg, {"classes": res["classes"]})
     seconds = time.perf_counter() - t0
@@ -174,8 +180,7 @@ def train_on_ray(cfg: Config, out: Path, *, metrics_path: str | Path | None,
             callback(int(h["epoch"]), dict(h))
     state, info = engine.load_checkpoint(res.checkpoint, cfg, device="cpu")
     model_path = out / "model.pt"
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(res.checkpoint, model_path)
+    atomic_copy(res.checkpoint, model_path)
     seconds = time.perf_counter() - t0
     last = res.history[-1] if res.history else {}
     metrics = metrics_file_values({k: v for k, v in last.items()
@@ -193,17 +198,25 @@ def train_on_ray(cfg: Config, out: Path, *, metrics_path: str | Path | None,
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.params, args.overrides)
-    if args.no_track:
-        train(cfg, args.out, metrics_path=args.metrics, resume=args.resume, device=args.device,
-              validation=not args.no_val)
-        return 0
-    from workflows import tracking  # checks the store before training; logs model.pt after
+    from workflows.resume import EXIT_INTERRUPTED, plan_resume, sigint_once
 
-    with tracking.training_run(cfg, args.out, params_file=args.params,
-                               resume=args.resume is not None) as tracked:
-        train(cfg, args.out, metrics_path=args.metrics, resume=args.resume, device=args.device,
-              validation=not args.no_val, callback=tracked.callback)
+    cfg, plan = plan_resume(args, load_config(args.params, args.overrides))
+    with sigint_once():
+        try:
+            if args.no_track:
+                train(cfg, args.out, metrics_path=args.metrics, resume=args.resume,
+                      device=args.device, validation=not args.no_val)
+                return 0
+            from workflows import tracking  # checks the store before training; logs model.pt
+
+            with tracking.training_run(cfg, args.out, params_file=args.params,
+                                       resume=plan.resuming, resume_key=plan.key,
+                                       resume_command=plan.command) as tracked:
+                train(cfg, args.out, metrics_path=args.metrics, resume=args.resume,
+                      device=args.device, validation=not args.no_val, callback=tracked.callback)
+        except KeyboardInterrupt:  # Ctrl-C: the last complete checkpoint stays; say how to go on
+            print(plan.message(), file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
     return 0
 
 

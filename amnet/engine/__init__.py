@@ -7,7 +7,8 @@ DistributedDataParallel. One file per job:
 - ``build``: model, AdamW + warm-up/cosine schedule (§4.2), EMA, loaders (:class:`TrainState`)
 - ``phases``: the two phases of a training step (§3.4, Eq. 2–3 then Eq. 11)
 - ``epoch``: one pass over the loader
-- ``fit``: the epoch loop (validation every ``train.eval_every`` epochs, checkpoint, callback)
+- ``fit``: the one epoch loop (validation every ``train.eval_every`` epochs, checkpoint,
+  callback); :class:`FitHooks` let a Ray Train worker drive it (DDP, sampler, reporting)
 - ``evaluate``: full-length prediction and its mAP
 - ``checkpoint``: the checkpoint format, resume and inference loading
 - ``seed``: seeding and RNG capture for exact resume
@@ -27,13 +28,14 @@ from amnet.engine.build import (
 )
 from amnet.engine.checkpoint import (
     CHECKPOINT_FORMAT,
+    checkpoint_epochs,
     load_checkpoint,
     load_model_for_inference,
     save_checkpoint,
 )
 from amnet.engine.epoch import LOSS_KEYS, train_one_epoch
 from amnet.engine.evaluate import evaluate, ground_truth, predict
-from amnet.engine.fit import VAL_PREFIX, fit
+from amnet.engine.fit import VAL_PREFIX, FitHooks, fit
 from amnet.engine.phases import autocast, batch_to, detect_phase, mask_phase
 from amnet.engine.seed import restore_rng, seed_everything
 
@@ -41,11 +43,13 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "LOSS_KEYS",
     "VAL_PREFIX",
+    "FitHooks",
     "TrainState",
     "autocast",
     "batch_to",
     "build_model",
     "build_train_state",
+    "checkpoint_epochs",
     "detect_phase",
     "evaluate",
     "fit",

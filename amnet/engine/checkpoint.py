@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,11 @@ from amnet.device import resolve_device
 from amnet.engine.build import TrainState, build_model, build_train_state
 from amnet.engine.seed import rng_state
 from amnet.errors import ConfigError, ModelLoadError
+from amnet.io import atomic_target
 from amnet.model.amnet import AMNet
 
-__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "load_model_for_inference", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "checkpoint_epochs", "load_checkpoint", "load_model_for_inference",
+           "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "amnet-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -50,9 +51,8 @@ def save_checkpoint(path: str | Path, state: TrainState, cfg: Config,
         "rng": rng_state(),
         "extra": dict(extra or {}),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:  # an interrupt mid-write keeps the previous checkpoint
+        torch.save(payload, tmp)
 
 
 def _read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -71,6 +71,12 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path}: checkpoint version {payload.get('version')} is not "
                              f"supported (expected {CHECKPOINT_VERSION})")
     return payload
+
+
+def checkpoint_epochs(path: str | Path) -> int:
+    """How many epochs a checkpoint has completed (raises :class:`ModelLoadError` for a file
+    that is not a readable amnet checkpoint)."""
+    return int(_read_checkpoint(path)["epoch"])
 
 
 def _stored_config(payload: dict[str, Any], path: str | Path) -> Config:

@@ -14,7 +14,6 @@ from typing import Any
 
 from amnet.config import Config, from_dict
 from amnet.errors import ConfigError
-from workflows import ray_utils
 from workflows.sweep.space import with_values
 
 __all__ = ["TAG_TRIAL", "run_trial"]
@@ -109,22 +108,8 @@ def _train_with_trainer(cfg: Config, run_id: str, name: str) -> None:
     The inner run's name is fixed per trial, so a restored sweep resumes it from its own
     checkpoint (Train V2 resumes by name).
     """
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from workflows.ray_train import train_worker
+    from workflows.ray_train import torch_trainer
 
-    bundle = ray_utils.worker_resources(cfg)
-    TorchTrainer(
-        train_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "mlflow_run_id": run_id},
-        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
-                                     resources_per_worker=bundle),
-        run_config=RunConfig(
-            name=name, storage_path=ray_utils.storage_path(cfg),
-            failure_config=FailureConfig(max_failures=cfg.ray.max_failures,
-                                         controller_failure_limit=0),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            logging_config=LoggingConfig(log_level="WARNING"),
-            callbacks=[TuneReportCallback()])).fit()
+    torch_trainer(cfg, name, mlflow_run_id=run_id, callbacks=[TuneReportCallback()]).fit()

@@ -18,11 +18,13 @@ Public API (used by train / evaluate / ablations / register / ray_train / sweep 
     configure(cfg) -> str
     get_or_create_experiment(cfg, name=None) -> str
     start_run(cfg, *, run_name, tags=None, parent_run_id=None, nested=False, run_id=None)
-    epoch_logger(run_id) -> Callable[[int, dict], None]
+    epoch_logger(run_id, skip=None) -> Callable[[int, dict], None]
+    logged_steps(run_id) -> set[int]
     log_evaluation(map_result, predictions_json, plots, *, prefix="test/", run_id=None)
     log_model(model, example_feats, example_mask, class_names, cfg, *, checkpoint=None)
     load_registered_model(model_uri) -> (model, cfg, class_names)
-    training_run(cfg, out_dir, params_file=None, resume=False) -> TrackedRun  (context manager)
+    training_run(cfg, out_dir, params_file=None, resume=False, resume_key=None,
+                 resume_command=None) -> TrackedRun  (context manager)
     read_run_id(run_file, required=False) -> str | None
     stand_in_runs(cfg, source_run_id, checkpoint_sha256=None) -> [Run]  (newest first)
     feature_set_tags(cfg) / test_set_fingerprint(cfg)
@@ -61,12 +63,15 @@ from workflows.tracking.runs import (  # noqa: E402
     RUN_FILE,
     TAG_CHECKPOINT_SHA256,
     TAG_FINGERPRINT,
+    TAG_RESUME_COMMAND,
+    TAG_RESUME_KEY,
     TAG_SOURCE_RUN,
     TrackedRun,
     epoch_logger,
     evaluation_metrics,
     log_config,
     log_evaluation,
+    logged_steps,
     metric_name,
     read_run_id,
     stand_in_runs,
@@ -92,6 +97,8 @@ __all__ = [
     "TAG_CHECKPOINT_SHA256",
     "TAG_FINGERPRINT",
     "TAG_MODEL_URI",
+    "TAG_RESUME_COMMAND",
+    "TAG_RESUME_KEY",
     "TAG_SOURCE_RUN",
     "PackedOutput",
     "TrackedRun",
@@ -110,6 +117,7 @@ __all__ = [
     "log_evaluation",
     "log_model",
     "log_trained_model",
+    "logged_steps",
     "metric_name",
     "project_root",
     "read_run_id",

@@ -50,9 +50,10 @@ from workflows.tracking.store import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RUN_FILE", "TAG_CHECKPOINT_SHA256", "TAG_FINGERPRINT", "TAG_SOURCE_RUN",
-           "TrackedRun", "epoch_logger", "evaluation_metrics", "log_config", "log_evaluation",
-           "metric_name", "read_run_id", "stand_in_runs", "start_run", "training_run"]
+__all__ = ["RUN_FILE", "TAG_CHECKPOINT_SHA256", "TAG_FINGERPRINT", "TAG_RESUME_COMMAND",
+           "TAG_RESUME_KEY", "TAG_SOURCE_RUN", "TrackedRun", "epoch_logger", "evaluation_metrics",
+           "log_config", "log_evaluation", "logged_steps", "metric_name", "read_run_id",
+           "stand_in_runs", "start_run", "training_run"]
 
 TAG_FINGERPRINT = "amnet.test_fingerprint"
 # A run that stands in for a recorded run missing from this store (a clone restored with
@@ -60,6 +61,11 @@ TAG_FINGERPRINT = "amnet.test_fingerprint"
 TAG_SOURCE_RUN = "amnet.source_run_id"
 TAG_CHECKPOINT_SHA256 = "amnet.checkpoint_sha256"
 _RUN_ID = re.compile(r"[0-9A-Za-z_\-]{1,256}")
+#: What a training resumes from (a hash of its checkpoint path or Ray run): finds the run to
+#: continue when a training is resumed.
+TAG_RESUME_KEY = "amnet.resume_key"
+#: Set on a training run ended as KILLED by an interrupt: the command that resumes it.
+TAG_RESUME_COMMAND = "amnet.resume_command"
 RUN_FILE = "mlflow_run.json"
 _NAME_BAD = re.compile(r"[^0-9A-Za-z_\-. :/]")
 
@@ -132,15 +138,26 @@ def _finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def epoch_logger(run_id: str, prefix: str = "") -> Callable[[int, dict], None]:
+def logged_steps(run_id: str, key: str = "loss/total") -> set[int]:
+    """The epochs (steps of ``key``) a run already holds: a resumed or restarted training
+    replays some, and must not log them twice."""
+    return {m.step for m in MlflowClient().get_metric_history(run_id, key)}
+
+
+def epoch_logger(run_id: str, prefix: str = "",
+                 skip: set[int] | None = None) -> Callable[[int, dict], None]:
     """The engine's ``callback(epoch, metrics)``: logs every scalar with ``step=epoch``.
 
     Non-numeric and non-finite values are skipped (a NaN loss is logged by the engine's own
-    error path, not as a metric). One ``log_batch`` call per epoch.
+    error path, not as a metric). One ``log_batch`` call per epoch; an epoch in ``skip`` (see
+    :func:`logged_steps`) is not logged again.
     """
     client = MlflowClient()
+    skip = set(skip or ())
 
     def callback(epoch: int, metrics: dict) -> None:
+        if int(epoch) in skip:
+            return
         ts = int(time.time() * 1000)
         values = _finite_metrics(metrics)
         if values:
@@ -265,34 +282,76 @@ def stand_in_runs(cfg: Config, source_run_id: str, *,
                                    order_by=["attributes.start_time DESC"], max_results=50))
 
 
+def _run_with_resume_key(cfg: Config, key: str) -> str | None:
+    """The latest run of the experiment tagged with ``key`` (the training it continues)."""
+    exp_id = get_or_create_experiment(cfg)
+    runs = MlflowClient().search_runs(
+        [exp_id], filter_string=f"tags.`{TAG_RESUME_KEY}` = '{key}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def _end_killed(run_id: str, resume_command: str | Callable[[], str] | None) -> None:
+    """End an interrupted training run as KILLED (not FAILED), saying how to resume it."""
+    try:
+        command = resume_command() if callable(resume_command) else resume_command
+        if command:
+            mlflow.set_tag(TAG_RESUME_COMMAND, command)
+        mlflow.end_run(status="KILLED")
+    except Exception as e:  # the store may be what was interrupted: say so, keep the exit clean
+        log.warning("could not mark MLflow run %s as KILLED: %s", run_id,
+                    " ".join(str(e).split())[:200])
+
+
 @contextlib.contextmanager
 def training_run(cfg: Config, out_dir: str | Path, *, params_file: str | None = None,
                  resume: bool = False, run_name: str | None = None,
-                 tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+                 tags: Mapping[str, Any] | None = None, resume_key: str | None = None,
+                 resume_command: str | Callable[[], str] | None = None
+                 ) -> Iterator[TrackedRun]:
     """An MLflow run around one training (``amnet train``, in-process or Ray Train).
 
     Checks the store first (an unreachable server fails before any training), yields the run
     id + per-epoch callback, then logs ``<out_dir>/model.pt`` as the run's model and writes
     ``<out_dir>/mlflow_run.json`` (``run_id``, ``experiment_id``, ``tracking_uri``,
-    ``model_uri``) for the evaluate and register stages. ``resume=True`` re-opens the run of
-    an existing ``mlflow_run.json`` so an interrupted training keeps one history.
+    ``model_uri``) for the evaluate and register stages.
+
+    ``resume_key`` names what the training resumes from (its checkpoint, or its Ray run); the
+    run is tagged with it. ``resume=True`` re-opens the latest run with the same key (an
+    interrupted run has no ``mlflow_run.json`` yet), else the run of an existing
+    ``mlflow_run.json``, so a resumed training keeps one history. Interrupted
+    (``KeyboardInterrupt``), the run ends as KILLED with ``resume_command`` (a string, or a
+    function giving it at that moment) as its ``amnet.resume_command`` tag, and the interrupt
+    propagates; a resumed run that finishes drops that tag.
     """
     configure(cfg)
     out = Path(out_dir)
     run_file = out / RUN_FILE
-    run_id = read_run_id(run_file) if resume else None
+    run_id = None
+    if resume:
+        run_id = (_run_with_resume_key(cfg, resume_key) if resume_key else None) \
+            or read_run_id(run_file)
     if run_id and not run_exists(run_id):
         log.warning("%s: run %s is not in %s; starting a new run", run_file, run_id,
                     mlflow.get_tracking_uri())
         run_id = None
     all_tags = {"stage": "train", **({"params_file": params_file} if params_file else {}),
-                **(tags or {})}
+                **({TAG_RESUME_KEY: resume_key} if resume_key else {}), **(tags or {})}
     name = run_name or f"train-{cfg.data.name}"
     with start_run(cfg, run_name=name, tags=all_tags, run_id=run_id) as run:
         rid = run.info.run_id
         log_dataset_inputs(cfg, rid, ("train", "val"))  # idempotent on a resumed run
-        yield TrackedRun(rid, epoch_logger(rid))
+        if run_id is not None:
+            log.info("resuming MLflow run %s", rid)
+        try:
+            # a re-opened run already holds its first epochs: never log a step twice
+            yield TrackedRun(rid, epoch_logger(rid, skip=logged_steps(rid) if run_id else None))
+        except KeyboardInterrupt:
+            _end_killed(rid, resume_command)
+            raise
         info = log_trained_model(cfg, out / "model.pt")
+        if run_id is not None and TAG_RESUME_COMMAND in MlflowClient().get_run(rid).data.tags:
+            MlflowClient().delete_tag(rid, TAG_RESUME_COMMAND)  # finished: nothing to resume
         write_json(run_file, {"run_id": rid, "experiment_id": run.info.experiment_id,
                               "tracking_uri": mlflow.get_tracking_uri(),
                               "model_uri": info.model_uri})
