@@ -33,6 +33,7 @@ __all__ = [
     "dump_json",
     "json_text",
     "parse_json",
+    "read_capped",
     "read_json",
     "read_json_object",
     "safe_child",
@@ -118,22 +119,27 @@ def parse_json(text: str | bytes, source: str | Path, *, allow_duplicates: bool 
         raise DataError(f"{source}: JSON nested too deeply") from None
 
 
-def read_json(path: str | Path, *, allow_duplicates: bool = False, fast: bool = False) -> Any:
-    """The JSON value stored in ``path`` (errors name the file; see :func:`parse_json`)."""
+def read_capped(path: str | Path, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of ``path``, refused (naming the file) when it is missing, a folder,
+    unreadable or larger than ``limit``."""
     path = Path(path)
     try:
         size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
+        if size > limit:
             raise DataError(f"{path}: {size} bytes is too large for a JSON file "
-                            f"(limit {MAX_JSON_BYTES})")
-        data = path.read_bytes()
+                            f"(limit {limit})")
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, expected a JSON file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    return parse_json(data, path, allow_duplicates=allow_duplicates, fast=fast)
+
+
+def read_json(path: str | Path, *, allow_duplicates: bool = False, fast: bool = False) -> Any:
+    """The JSON value stored in ``path`` (errors name the file; see :func:`parse_json`)."""
+    return parse_json(read_capped(path), path, allow_duplicates=allow_duplicates, fast=fast)
 
 
 def read_json_object(path: str | Path, *, missing_ok: bool = True) -> dict[str, Any] | None:

@@ -49,14 +49,16 @@ from typing import Any
 
 import numpy as np
 
-from amnet.errors import ConfigError, DataError, PredictionError
+from amnet.errors import ConfigError, DataError
 from amnet.evaluation.parse import (
     GroundTruth,
+    Predictions,
     gt_database,
     is_real,
     load_json,
     parse_ground_truth,
     parse_predictions,
+    read_predictions,
 )
 from amnet.evaluation.tiou import pairwise_tiou
 
@@ -171,10 +173,8 @@ class _Predictions:
     n_skipped: int
 
 
-def _parse_predictions(predictions: Mapping[str, Any], gt: GroundTruth, lenient: bool
-                       ) -> _Predictions:
-    p = parse_predictions(predictions, known=None if lenient else gt.label_index,
-                          allow_reversed=lenient)
+def _index_predictions(p: Predictions, gt: GroundTruth, lenient: bool) -> _Predictions:
+    """Map parsed predictions onto the GT's classes and videos."""
     n, seg = len(p), p.segments
     label = np.fromiter(map(gt.label_index.get, p.labels, repeat(-1)), dtype=np.int64, count=n)
     unknown = label < 0
@@ -314,7 +314,14 @@ def evaluate_detections(gt: Mapping[str, Any], predictions: Mapping[str, Any], *
     """
     tious = _check_tiou(default_tiou(gt) if tiou is None else tiou)
     g = _parse_ground_truth(gt, subset)
-    p = _parse_predictions(predictions, g, lenient)
+    p = parse_predictions(predictions, known=None if lenient else g.label_index,
+                          allow_reversed=lenient)
+    return _score(g, p, tious, lenient)
+
+
+def _score(g: GroundTruth, parsed: Predictions, tious: list[float], lenient: bool
+           ) -> MAPResult:
+    p = _index_predictions(parsed, g, lenient)
     C, P = len(g.classes), len(p.scores)
     # Rank = position in (class, descending score) order; lexsort is stable → ties in file order.
     order = np.lexsort((-p.scores, p.labels))
@@ -340,13 +347,16 @@ def evaluate_detections(gt: Mapping[str, Any], predictions: Mapping[str, Any], *
         n_ground_truth=len(g.labels), classes=list(g.classes))
 
 
-def evaluate_files(gt_path: str | Path, pred_path: str | Path, **kw: Any) -> MAPResult:
-    """:func:`evaluate_detections` on two JSON files; errors name the file."""
+def evaluate_files(gt_path: str | Path, pred_path: str | Path, *, subset: str = "Test",
+                   tiou: Iterable[float] | None = None, lenient: bool = False) -> MAPResult:
+    """:func:`evaluate_detections` on two JSON files; errors name the file. The results
+    file is decoded straight into columns (:func:`~amnet.evaluation.parse.read_predictions`)."""
     gt = load_json(gt_path, "ground truth", DataError)
-    pred = load_json(pred_path, "predictions", PredictionError)
     try:
-        return evaluate_detections(gt, pred, **kw)
-    except PredictionError as e:
-        raise PredictionError(f"{pred_path}: {e}") from None
+        tious = _check_tiou(default_tiou(gt) if tiou is None else tiou)
+        g = _parse_ground_truth(gt, subset)
     except DataError as e:
         raise DataError(f"{gt_path}: {e}") from None
+    p = read_predictions(pred_path, known=None if lenient else g.label_index,
+                         allow_reversed=lenient)
+    return _score(g, p, tious, lenient)

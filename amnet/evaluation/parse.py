@@ -13,15 +13,17 @@ import math
 import numbers
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
+from functools import cache
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from amnet.errors import AmnetError, DataError, PredictionError
-from amnet.io import read_json
+from amnet.io import FAST_JSON_BYTES, read_capped, read_json
 
 __all__ = [
     "GroundTruth",
@@ -31,6 +33,7 @@ __all__ = [
     "load_json",
     "parse_ground_truth",
     "parse_predictions",
+    "read_predictions",
 ]
 
 
@@ -251,3 +254,83 @@ def parse_predictions(predictions: Mapping[str, Any], *, known: Container[str] |
         _diagnose(results, known, allow_reversed, lenient_hint)  # raises, naming the first bad row
     video = np.repeat(np.arange(len(vids), dtype=np.int64), counts)
     return Predictions(video_ids=vids, video=video, labels=labels, scores=score, segments=seg)
+
+
+# Typed decoding (msgspec): a results file goes straight to flat columns, about twice as fast
+# as orjson building 10^5–10^6 dicts. Any surprise (another layout, extra fields, a type
+# msgspec refuses, a possible duplicate key) falls back to the general path, which raises
+# naming the row, so both paths accept and refuse the same files.
+
+class _Row(msgspec.Struct, forbid_unknown_fields=True):
+    label: str
+    score: float
+    segment: tuple[float, float]
+
+
+class _Results(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    results: dict[str, list[_Row]]
+    # kept verbatim so that re-encoding gives back every ':' of the text (duplicate check)
+    version: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    external_data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+@cache
+def _typed_codec() -> tuple[msgspec.json.Decoder, msgspec.json.Encoder]:
+    return msgspec.json.Decoder(_Results), msgspec.json.Encoder()
+
+
+def _typed_predictions(data: bytes, known: Container[str] | None,
+                       allow_reversed: bool) -> Predictions | None:
+    """:class:`Predictions` of ``data`` by typed decoding, or ``None`` → the general path."""
+    decoder, encoder = _typed_codec()
+    if b"\\u003a" in data or b"\\u003A" in data:
+        return None  # an escaped ':' would defeat the duplicate-key count below
+    try:
+        value = decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    # A repeated key (video id or field) keeps only its last value: fewer ':' on re-encoding.
+    if encoder.encode(value).count(b":") != data.count(b":"):
+        return None
+    vids = list(value.results)
+    per_video = list(value.results.values())
+    rows = list(chain.from_iterable(per_video))
+    n = len(rows)
+    labels = [r.label for r in rows]
+    score = np.fromiter((r.score for r in rows), dtype=np.float64, count=n)
+    seg = np.fromiter(chain.from_iterable(r.segment for r in rows), dtype=np.float64,
+                      count=2 * n).reshape(n, 2)
+    ok = np.isfinite(score).all() and np.isfinite(seg).all()
+    if ok and not allow_reversed:
+        ok = not (seg[:, 1] < seg[:, 0]).any()
+    if not ok or (known is not None and any(lab not in known for lab in set(labels))):
+        return None
+    counts = np.fromiter(map(len, per_video), dtype=np.int64, count=len(per_video))
+    video = np.repeat(np.arange(len(vids), dtype=np.int64), counts)
+    return Predictions(video_ids=vids, video=video, labels=labels, scores=score, segments=seg)
+
+
+def read_predictions(path: str | Path, *, known: Container[str] | None, allow_reversed: bool,
+                     lenient_hint: bool = True) -> Predictions:
+    """:func:`parse_predictions` of the results file ``path``; every error names the file.
+
+    Large files are decoded straight into columns (msgspec); anything that path does not
+    accept as is takes :func:`load_json` + :func:`parse_predictions`, which accept and refuse
+    exactly the same files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionError(f"predictions file not found: {path}")
+    try:
+        data = read_capped(path)
+    except DataError as e:
+        raise PredictionError(str(e)) from None
+    p = _typed_predictions(data, known, allow_reversed) if len(data) >= FAST_JSON_BYTES else None
+    if p is not None:
+        return p
+    try:
+        return parse_predictions(load_json(path, "predictions", PredictionError), known=known,
+                                 allow_reversed=allow_reversed, lenient_hint=lenient_hint)
+    except PredictionError as e:
+        msg = str(e)
+        raise PredictionError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None

@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from amnet.errors import DataError, PredictionError
-from amnet.evaluation.parse import load_json, parse_ground_truth, parse_predictions
+from amnet.evaluation.parse import (
+    _typed_predictions,
+    load_json,
+    parse_ground_truth,
+    parse_predictions,
+    read_predictions,
+)
 from amnet.io import FAST_JSON_BYTES, parse_json
 
 
@@ -82,3 +89,76 @@ def test_parsers_flatten_in_file_order() -> None:
     assert p.scores.tolist() == [i / 10 for i in range(10)]
     with pytest.raises(PredictionError, match=r"video 'v:1', row 0: label 'A:b' is not"):
         parse_predictions(_big_results(10), known={"A"}, allow_reversed=False)
+
+
+# ----------------------------------------------------------------- typed (msgspec) results path
+
+def _general(path: Path, known: set[str] | None, allow_reversed: bool):
+    """What the general path (stdlib JSON + parse_predictions) makes of ``path``."""
+    try:
+        return parse_predictions(json.loads(path.read_text()), known=known,
+                                 allow_reversed=allow_reversed)
+    except PredictionError as e:
+        return e
+
+
+_EDITS = {
+    "as is": ("", ""),
+    "int score": ('"score": 0.0,', '"score": 0,'),
+    "no version": (', "version": "x"', ""),
+    "extra top key": ('"version": "x"', '"version": "x", "external_data": {"used": true}'),
+    "unknown top key": ('"version": "x"', '"version": "x", "other": 1'),
+    "extra row field": ('{"label": "A:b", "score": 0.0,',
+                        '{"label": "A:b", "extra": 1, "score": 0.0,'),
+    "duplicate video": ('"v2": [', '"v:1": [], "v2": ['),
+    "duplicate field": ('{"label": "A:b", "score": 0.0,',
+                        '{"label": "A:b", "score": 0.0, "score": 1,'),
+    "escaped colon + dup": ('"v2": [', '"v\\u003a3": [], "v:1": [], "v2": ['),
+    "NaN score": ('"score": 0.0,', '"score": NaN,'),
+    "bool score": ('"score": 0.0,', '"score": true,'),
+    "string score": ('"score": 0.0,', '"score": "0",'),
+    "3-point segment": ('"segment": [0.0, 2.0]', '"segment": [0.0, 2.0, 3.0]'),
+    "reversed": ('"segment": [0.0, 2.0]', '"segment": [2.0, 0.0]'),
+    "unknown label": ('{"label": "A:b", "score": 0.0,', '{"label": "Z", "score": 0.0,'),
+    "rows not a list": ('"v2": [', '"v3": {}, "v2": ['),
+}
+
+
+@pytest.mark.parametrize("allow_reversed", [False, True])
+@pytest.mark.parametrize("edit", list(_EDITS))
+def test_typed_results_path_equals_the_general_path(tmp_path: Path, edit: str,
+                                                     allow_reversed: bool) -> None:
+    old, new = _EDITS[edit]
+    text = json.dumps(_big_results())
+    assert old in text
+    path = tmp_path / "pred.json"
+    path.write_text(text.replace(old, new, 1))
+    assert path.stat().st_size > FAST_JSON_BYTES  # the typed path is tried
+    known = {"A:b"}
+    want = _general(path, known, allow_reversed)
+    if edit.startswith("duplicate") or edit == "escaped colon + dup":
+        with pytest.raises(PredictionError, match=r"pred\.json: duplicate key"):
+            read_predictions(path, known=known, allow_reversed=allow_reversed)
+        return
+    if isinstance(want, PredictionError):
+        with pytest.raises(PredictionError) as got:
+            read_predictions(path, known=known, allow_reversed=allow_reversed)
+        assert str(got.value) == f"{path}: {want}"
+        return
+    # the clean layouts really take the typed path (the speed of amnet eval rests on it)
+    typed = _typed_predictions(path.read_bytes(), known, allow_reversed)
+    assert (typed is not None) == (edit in {"as is", "int score", "no version", "extra top key",
+                                            "reversed"})
+    got = read_predictions(path, known=known, allow_reversed=allow_reversed)
+    assert got.video_ids == want.video_ids and got.labels == want.labels
+    assert np.array_equal(got.video, want.video)
+    assert np.array_equal(got.scores, want.scores)
+    assert np.array_equal(got.segments, want.segments)
+
+
+def test_read_predictions_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(PredictionError, match=r"predictions file not found: .*nope\.json"):
+        read_predictions(tmp_path / "nope.json", known=None, allow_reversed=False)
+    (tmp_path / "bad.json").write_text("{" * 10)
+    with pytest.raises(PredictionError, match=r"bad\.json: not valid JSON"):
+        read_predictions(tmp_path / "bad.json", known=None, allow_reversed=False)
