@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from amnet.config import Config, load_config
+from amnet.config import Config
 from amnet.data.feature_set import FEATURE_SUFFIX, MANIFEST_FILE, FeatureSet
 from amnet.data.timing import snippet_to_seconds
 from amnet.device import resolve_device
@@ -50,6 +50,7 @@ from amnet.errors import ConfigError, DataError, ModelLoadError
 from amnet.io import atomic_write_text
 from amnet.progress import progress
 from workflows.cli import add_config_arguments
+from workflows.config import WorkflowConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,8 @@ def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     return infer, tracking
 
 
-def load_model(spec: str, tracking_cfg: Config, device: Any) -> tuple[Any, Config, list[str]]:
+def load_model(spec: str, tracking_cfg: WorkflowConfig, device: Any
+               ) -> tuple[Any, Config, list[str]]:
     """``(model in eval mode on device, its training config, class names)``."""
     if spec.startswith("models:/"):
         model, cfg, names = _load_registered(spec, tracking_cfg)
@@ -298,7 +300,7 @@ def load_model(spec: str, tracking_cfg: Config, device: Any) -> tuple[Any, Confi
     return model, cfg, list(names)
 
 
-def _load_registered(uri: str, tracking_cfg: Config) -> tuple[Any, Config, list[str]]:
+def _load_registered(uri: str, tracking_cfg: WorkflowConfig) -> tuple[Any, Config, list[str]]:
     """A registered model from the project's MLflow registry (tracking.* / MLFLOW_TRACKING_URI)."""
     target = uri[len("models:/"):]
     if not target or target.startswith("/") or not ("@" in target or "/" in target

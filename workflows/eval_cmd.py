@@ -13,10 +13,10 @@ import json
 import logging
 from pathlib import Path
 
-from amnet.config import load_config
 from amnet.errors import DataError
 from amnet.evaluation.map import evaluate_files
 from workflows.cli import add_config_arguments
+from workflows.config import load_config
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from amnet.config import load_config
 from amnet.errors import DataError
 from amnet.evaluation.map import tiou_key
 from amnet.evaluation.plots import _write_csv
 from amnet.io import read_json, staged_outputs
 from workflows.ablations import DEFAULT_ROWS, Row, load_rows
 from workflows.cli import add_config_arguments
+from workflows.config import load_config
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from amnet.config import Config, load_config
 from amnet.engine import build_model, build_train_state, save_checkpoint
 from workflows import tracking
 from workflows.cli import main
+from workflows.config import WorkflowConfig, load_config
 from workflows.detect import Sidecar, read_sidecar, video_timing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ TINY = ["model.embed_dim=32", "model.n_heads=2", "model.fpn_levels=3", "model.ga
 KEEP = ["-s", "infer.confidence=sigmoid", "-s", "infer.min_duration=0"]
 
 
-def tiny_config(in_dim: int, *extra: str) -> Config:
+def tiny_config(in_dim: int, *extra: str) -> WorkflowConfig:
     return load_config(None, [*TINY, f"data.feature_dim={in_dim}", *extra])
 
 
