@@ -32,7 +32,6 @@ model.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -47,7 +46,7 @@ from amnet.data.feature_set import FEATURE_SUFFIX, MANIFEST_FILE, FeatureSet
 from amnet.data.timing import snippet_to_seconds
 from amnet.device import resolve_device
 from amnet.errors import ConfigError, DataError, ModelLoadError
-from amnet.io import atomic_write_text
+from amnet.io import atomic_write_text, json_text
 from amnet.progress import progress
 from workflows.cli import add_config_arguments
 from workflows.config import WorkflowConfig, load_config
@@ -402,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
              len(inputs), args.features)
     results, timings = detect(model, cfg, class_names, inputs, sidecar, flags=flags,
                               device=device, threshold=args.threshold)
-    text = json.dumps(results, indent=1) + "\n"
+    text = json_text(results, 1, sort_keys=False)
     if args.json_out == "-":
         sys.stdout.write(text)
         return 0
