@@ -288,7 +288,7 @@ def load_model(spec: str, tracking_cfg: WorkflowConfig, device: Any
         if not Path(spec).exists():
             raise ModelLoadError(f"--model {spec}: checkpoint not found (expected an engine "
                                  "checkpoint .pt or models:/<name>@<alias>)")
-        model, cfg, names = load_model_for_inference(spec, device)
+        model, cfg, names = load_model_for_inference(spec, device, schema=WorkflowConfig)
     num_classes = int(getattr(model, "num_classes", len(names)))
     if not names:
         log.warning("%s stores no class names; labelling classes class_0..class_%d", spec,

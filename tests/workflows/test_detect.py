@@ -192,7 +192,7 @@ def test_registered_model_uri(tmp_path: Path, ckpt16: Path, sqlite_overrides: li
     """models:/<name>@champion from a real SQLite registry gives the checkpoint's detections."""
     from amnet.engine import load_model_for_inference
 
-    model, cfg, names = load_model_for_inference(ckpt16)
+    model, cfg, names = load_model_for_inference(ckpt16, schema=WorkflowConfig)
     cfg = cfg.replace(*sqlite_overrides)
     with tracking.start_run(cfg, run_name="detect-test"):
         # as the pipeline logs it (tracking.log_trained_model): the checkpoint rides along
