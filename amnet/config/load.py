@@ -170,6 +170,8 @@ def _deep_merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
 
 
 def apply_override(data: dict[str, Any], item: str, source: str) -> None:
+    """Set the dotted ``key=value`` ``item`` in nested ``data`` (the value parsed as YAML, else
+    taken as a plain string); an unknown key is a :class:`ConfigError` naming ``source``."""
     if "=" not in item:
         raise ConfigError(f"{source}: override {item!r} is not of the form key=value")
     key, _, text = item.partition("=")
