@@ -133,7 +133,8 @@ def test_ray_address_connects_to_the_running_cluster(base_cfg: WorkflowConfig,
     import ray
 
     address = ray.get_runtime_context().gcs_address
-    code = ("import ray; from amnet.config import load_config; from workflows import ray_utils; "
+    code = ("import ray; from workflows.config import load_config; "
+            "from workflows import ray_utils; "
             "cfg = load_config(None); started = ray_utils.init_ray(cfg); "
             "print(started, ray.get_runtime_context().gcs_address, "
             "int(ray.cluster_resources()['CPU']))")
