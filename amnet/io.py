@@ -1,4 +1,4 @@
-"""File helpers used everywhere: JSON read/write, sha256, atomic writes, contained paths.
+"""File helpers used everywhere: JSON read/write, CSV write, sha256, atomic writes, contained paths.
 
 One place for these so that every stage reads JSON with the same errors (the file is named),
 refuses duplicate keys, writes deterministically (sorted keys, trailing newline) and never
@@ -9,12 +9,14 @@ their targets, moved into place only when every one of them was written.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -154,9 +156,10 @@ def read_json_object(path: str | Path, *, missing_ok: bool = True) -> dict[str, 
     return data
 
 
-def json_text(obj: Any, indent: int | None = 2) -> str:
-    """Deterministic JSON: sorted keys, fixed indent, trailing newline."""
-    return json.dumps(obj, indent=indent, sort_keys=True) + "\n"
+def json_text(obj: Any, indent: int | None = 2, *, sort_keys: bool = True) -> str:
+    """Deterministic JSON: sorted keys (unless ``sort_keys=False``: the object's own order),
+    fixed indent, trailing newline."""
+    return json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n"
 
 
 @contextmanager
@@ -196,9 +199,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+def write_json(path: str | Path, obj: Any, indent: int | None = 2, *,
+               sort_keys: bool = True) -> Path:
     """Deterministic JSON (:func:`json_text`) to ``path``, atomically; creates parent folders."""
-    return atomic_write_text(path, json_text(obj, indent))
+    return atomic_write_text(path, json_text(obj, indent, sort_keys=sort_keys))
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A CSV file of ``header`` then ``rows``, atomically; creates parent folders."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
 
 
 def dump_json(obj: Any, path: str | Path) -> Path:

@@ -39,8 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from amnet import engine  # noqa: E402
-from amnet.config import Config, load_config  # noqa: E402
 from amnet.device import resolve_device  # noqa: E402
+from workflows.config import WorkflowConfig, load_config  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "full": [],
@@ -53,7 +53,7 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def _config(args: argparse.Namespace, variant: str) -> Config:
+def _config(args: argparse.Namespace, variant: str) -> WorkflowConfig:
     return load_config(REPO / "params" / "thumos14.yaml", [
         f"model.embed_dim={args.width}", f"data.max_seq_len={args.length}",
         f"train.batch_size={args.batch}", *VARIANTS[variant]])

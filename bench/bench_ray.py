@@ -97,8 +97,8 @@ def main() -> int:
 
     import ray
 
-    from amnet.config import load_config
     from amnet.data.synthetic import generate_synthetic
+    from workflows.config import load_config
     from workflows.ray_train import run_ray_training
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_ray_"))

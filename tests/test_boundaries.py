@@ -1,8 +1,9 @@
 """The layering rule: the method (``amnet/``) never imports the workflow stack.
 
-``amnet/`` must stay usable without Ray, MLflow, DVC or Optuna installed; ``workflows/`` wires
-them in. Every module under ``amnet/`` is parsed (not imported), so an import hidden inside a
-function or a ``TYPE_CHECKING`` block counts too.
+``amnet/`` must stay usable without Ray, MLflow, DVC or Optuna installed, and never imports
+``workflows/`` (which wires them in on top of ``amnet/``). Every module under ``amnet/`` is
+parsed (not imported), so an import hidden inside a function or a ``TYPE_CHECKING`` block
+counts too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 AMNET = Path(__file__).resolve().parents[1] / "amnet"
-FORBIDDEN = ("ray", "mlflow", "dvc", "optuna")
+FORBIDDEN = ("ray", "mlflow", "dvc", "optuna", "workflows")
 
 
 def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
@@ -45,8 +46,8 @@ def test_amnet_never_imports_the_workflow_stack(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     bad = [f"{path.relative_to(AMNET.parent)}:{line} imports {name}"
            for line, name in _imported_modules(tree) if name in FORBIDDEN]
-    assert not bad, "amnet/ must not import ray/mlflow/dvc/optuna (use workflows/): " + \
-        "; ".join(bad)
+    assert not bad, ("amnet/ must not import ray/mlflow/dvc/optuna/workflows (wire them in "
+                     "workflows/): " + "; ".join(bad))
 
 
 def test_the_checker_sees_imports_inside_functions() -> None:

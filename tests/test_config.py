@@ -1,4 +1,5 @@
-"""amnet.config: params files, base chains and overrides; every error names the key and file."""
+"""amnet.config + workflows.config: params files, base chains and overrides; every error names
+the key and file."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from amnet.config import Config, load_config, schema_help
+from amnet import config as method
 from amnet.errors import ConfigError
+from workflows.config import WorkflowConfig, load_config, schema_help
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,10 +22,10 @@ def write(path: Path, data: dict | str) -> Path:
 
 def test_defaults_and_repo_params() -> None:
     cfg = load_config()
-    assert isinstance(cfg, Config) and cfg.data.source == "synthetic"
+    assert isinstance(cfg, WorkflowConfig) and cfg.data.source == "synthetic"
     assert cfg.flat()["data.synthetic.n_train"] == cfg.data.synthetic.n_train
     for name in ("default", "thumos14", "anet13", "thumos14_synth"):
-        assert isinstance(load_config(REPO / "params" / f"{name}.yaml"), Config)
+        assert isinstance(load_config(REPO / "params" / f"{name}.yaml"), WorkflowConfig)
     assert "data.synthetic.duration_scale: float" in schema_help()
 
 
@@ -85,7 +87,7 @@ def test_base_chain(tmp_path: Path) -> None:
     c = write(tmp_path / "c.yaml", {"base": "b.yaml", "data": {"window": 32}})
     cfg = load_config(c)
     assert (cfg.train.epochs, cfg.train.lr, cfg.data.stride, cfg.data.window) == (7, 0.1, 8, 32)
-    assert cfg.train.batch_size == Config().train.batch_size  # untouched keys keep defaults
+    assert cfg.train.batch_size == WorkflowConfig().train.batch_size  # untouched keys keep defaults
 
 
 def test_base_chain_errors_name_the_file_holding_the_key(tmp_path: Path) -> None:
@@ -114,7 +116,7 @@ def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=rf"{p}: top level must be a mapping, got list"):
         load_config(p)
     write(p, "")
-    assert load_config(p) == Config()
+    assert load_config(p) == WorkflowConfig()
 
 
 def test_overrides(tmp_path: Path) -> None:
@@ -226,3 +228,32 @@ def test_huge_values_are_cut_short_in_messages(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'train.epochs' expects int") as e:
         load_config(p)
     assert len(str(e.value)) < 300
+
+
+def test_the_method_config_holds_only_the_method_sections(tmp_path: Path) -> None:
+    cfg = method.load_config(None, ["train.epochs=2"])
+    assert type(cfg) is method.Config and cfg.train.epochs == 2
+    assert list(cfg.to_dict()) == ["data", "model", "loss", "train", "infer", "eval"]
+    assert "ray." not in method.schema_help() and "ray.num_workers: int" in schema_help()
+    p = write(tmp_path / "p.yaml", {"ray": {"num_workers": 1}})
+    with pytest.raises(ConfigError, match=rf"{p}: unknown key 'ray'"):
+        method.load_config(p)
+    assert load_config(p).ray.num_workers == 1
+
+
+def test_a_stored_workflow_config_reads_back_as_either_schema() -> None:
+    stored = load_config(None, ["ray.num_workers=2", "model.gam_depth=3"]).to_dict()
+    with pytest.raises(ConfigError, match=r"<s>: unknown key 'ray'"):
+        method.from_dict(stored, "<s>")
+    cfg = method.from_dict(stored, "<s>", only_known_sections=True)
+    assert type(cfg) is method.Config and cfg.model.gam_depth == 3
+    with pytest.raises(ConfigError, match=r"<s>: unknown key 'bogus'"):
+        method.from_dict({**stored, "bogus": 1}, "<s>", only_known_sections=True)
+    full = method.from_dict(stored, "<s>", schema=WorkflowConfig)
+    assert full.ray.num_workers == 2 and type(full.replace("sweep.epochs=2")) is WorkflowConfig
+
+
+def test_sweep_bounds_are_checked_by_the_workflow_schema() -> None:
+    with pytest.raises(ConfigError,
+                       match=r"'sweep.lambda1' must be \[low, high\] with low <= high"):
+        load_config(None, ["sweep.lambda1=[2.0, 0.5]"])

@@ -29,9 +29,10 @@ from typing import Any
 
 import yaml
 
-from amnet.config import Config, ConfigError, load_config
+from amnet.errors import ConfigError
 from amnet.io import staged_outputs
 from workflows.cli import add_config_arguments
+from workflows.config import WorkflowConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def load_rows(path: str | Path = DEFAULT_ROWS) -> tuple[list[str], dict[str, Row
 
 
 def row_config(params: str | Path, row: Row, common: list[str],
-               overrides: list[str] | tuple[str, ...] = ()) -> Config:
+               overrides: list[str] | tuple[str, ...] = ()) -> WorkflowConfig:
     """The row's resolved config (params file → common → row → command-line overrides)."""
     try:
         cfg = load_config(params, [*common, *row.overrides, *overrides])
@@ -90,7 +91,7 @@ def row_config(params: str | Path, row: Row, common: list[str],
 ROW_SUFFIXES = frozenset({".pt", ".json"})  # what a row folder holds (ckpt/last.pt included)
 
 
-def run_row(cfg: Config, row: Row, *, out_dir: str | Path, metrics_dir: str | Path,
+def run_row(cfg: WorkflowConfig, row: Row, *, out_dir: str | Path, metrics_dir: str | Path,
             track: bool = True, log_model: bool = True) -> dict[str, Any]:
     """Train ``cfg`` in-process on the training part, score the validation part after the
     last epoch and the test split for reporting, write the row's files; return
@@ -102,7 +103,7 @@ def run_row(cfg: Config, row: Row, *, out_dir: str | Path, metrics_dir: str | Pa
         return _run_row(cfg, row, out, metrics_path, track=track, log_model=log_model)
 
 
-def _run_row(cfg: Config, row: Row, out: Path, metrics_path: Path, *, track: bool,
+def _run_row(cfg: WorkflowConfig, row: Row, out: Path, metrics_path: Path, *, track: bool,
              log_model: bool) -> dict[str, Any]:
     from amnet import engine
     from amnet.data.dataset import train_val_datasets

@@ -16,11 +16,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from amnet.config import load_config
 from amnet.errors import ConfigError, DataError, PredictionError
 from amnet.evaluation.parse import load_json
 from amnet.io import read_json, staged_outputs
 from workflows.cli import add_config_arguments
+from workflows.config import load_config
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ import argparse
 
 import yaml
 
-from amnet.config import load_config, schema_help
+from amnet.config import schema_help
 from workflows.cli import add_config_arguments
+from workflows.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

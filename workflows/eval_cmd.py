@@ -9,14 +9,14 @@ THUMOS14 set for THUMOS-style annotation files, 0.5:0.05:0.95 otherwise
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
-from amnet.config import load_config
 from amnet.errors import DataError
 from amnet.evaluation.map import evaluate_files
+from amnet.io import write_json
 from workflows.cli import add_config_arguments
+from workflows.config import load_config
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.json)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+            write_json(out, result.to_json(), sort_keys=False)
         except OSError as e:
             raise DataError(f"cannot write --json {out}: {e.strerror}") from None
         log.info("wrote %s", out)

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amnet.config import Config, load_config
 from amnet.device import resolve_device
 from amnet.errors import ConfigError, DataError, ModelLoadError
 from amnet.io import (  # (workflows.ablations imports write_json from here too)
@@ -42,6 +41,7 @@ from amnet.io import (  # (workflows.ablations imports write_json from here too)
     write_json,
 )
 from workflows.cli import add_config_arguments
+from workflows.config import WorkflowConfig, load_config
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def score_model(cfg: Config, model: torch.nn.Module, classes: list[str], *,
+def score_model(cfg: WorkflowConfig, model: torch.nn.Module, classes: list[str], *,
                 metrics_path: str | Path, predictions_path: str | Path,
                 plots_dir: str | Path | None = None, per_class_path: str | Path | None = None,
                 name: str = "test") -> tuple[MAPResult, dict[str, Path]]:
@@ -82,7 +82,7 @@ def score_model(cfg: Config, model: torch.nn.Module, classes: list[str], *,
     return result, plots
 
 
-def track_evaluation(cfg: Config, result: MAPResult, predictions_path: str | Path,
+def track_evaluation(cfg: WorkflowConfig, result: MAPResult, predictions_path: str | Path,
                      plots: dict[str, Path], *, run_id: str | None = None,
                      run_name: str = "evaluate", tags: dict[str, str] | None = None,
                      model_checkpoint: str | Path | None = None) -> str:
@@ -103,8 +103,8 @@ def track_evaluation(cfg: Config, result: MAPResult, predictions_path: str | Pat
 
 # --------------------------------------------------------------------------- before inference
 
-def check_model_fits_data(cfg: Config, checkpoint: str | Path, model: Any, classes: list[str],
-                          *, params: str | Path | None = None) -> None:
+def check_model_fits_data(cfg: WorkflowConfig, checkpoint: str | Path, model: Any,
+                          classes: list[str], *, params: str | Path | None = None) -> None:
     """Refuse, before any inference, a model that cannot be scored on ``cfg.data.root``.
 
     * its classes must be the feature set's: every one in the manifest's class list (else the
@@ -173,7 +173,7 @@ class RunTarget:
     model_checkpoint: str | None = None
 
 
-def run_target(cfg: Config, recorded: str | None, *, run_file: str | Path,
+def run_target(cfg: WorkflowConfig, recorded: str | None, *, run_file: str | Path,
                checkpoint: str | Path) -> RunTarget:
     """The run to log into: the recorded one when this store holds it; else a stand-in for
     it (the newest earlier stand-in of the same checkpoint, or a new one), said in one

@@ -13,9 +13,9 @@ import argparse
 import logging
 import sys
 
-from amnet.config import load_config
 from amnet.extract import run_extraction
 from workflows.cli import add_config_arguments
+from workflows.config import load_config
 
 log = logging.getLogger(__name__)
 

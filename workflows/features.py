@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import yaml
 
-from amnet.config import Config, load_config
 from amnet.data.annotations import AnnotationSet, load_annotations
 from amnet.data.features import feature_path
 from amnet.data.manifest import ANNOTATIONS_FILE, MANIFEST_FILE, describe_features, write_manifest
@@ -45,6 +44,7 @@ from amnet.data.synthetic import generate_synthetic
 from amnet.data.synthetic_i3d import generate_synthetic_i3d
 from amnet.errors import ConfigError, DataError
 from workflows.cli import add_config_arguments
+from workflows.config import WorkflowConfig, load_config
 
 __all__ = ["add_arguments", "check_release_checksum", "dvc_md5", "prepare_features", "run",
            "summarize"]
@@ -52,7 +52,7 @@ __all__ = ["add_arguments", "check_release_checksum", "dvc_md5", "prepare_featur
 log = logging.getLogger(__name__)
 
 
-def prepare_features(cfg: Config) -> Path:
+def prepare_features(cfg: WorkflowConfig) -> Path:
     """Make ``cfg.data.root`` hold the configured feature set (see module docstring)."""
     d = cfg.data
     root = Path(d.root)
@@ -124,7 +124,7 @@ def _swap_in(tmp: Path, root: Path) -> None:
         shutil.rmtree(old)
 
 
-def _import_release(cfg: Config, out: Path) -> None:
+def _import_release(cfg: WorkflowConfig, out: Path) -> None:
     d = cfg.data
     for key in ("release_dir", "release_annotations"):
         if not getattr(d, key):
@@ -242,7 +242,7 @@ def check_release_checksum(path: Path, *, what: str = "release") -> str | None:
                     f"{dvc_file}`) and commit the .dvc file")
 
 
-def summarize(root: str | Path, cfg: Config) -> dict[str, dict[str, float]]:
+def summarize(root: str | Path, cfg: WorkflowConfig) -> dict[str, dict[str, float]]:
     """Per-subset figures of a prepared set: videos, snippets/video, actions, median lengths."""
     from amnet.data.manifest import read_manifest
 

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from amnet.config import Config, from_dict
 from amnet.errors import AmnetError, ConfigError
 from workflows import ray_utils
+from workflows.config import WorkflowConfig, from_dict
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class LoopContext:
     validate: bool = True
 
 
-def per_worker_batch(cfg: Config, world_size: int) -> int:
+def per_worker_batch(cfg: WorkflowConfig, world_size: int) -> int:
     """``train.batch_size`` is the global batch; each of ``world_size`` workers takes a share."""
     if cfg.train.batch_size % world_size:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} (the global batch) must be "
@@ -98,7 +98,7 @@ def _broadcast(obj: Any, world_size: int) -> Any:
     return box[0]
 
 
-def train_loop(cfg: Config, ctx: LoopContext) -> dict[str, Any]:
+def train_loop(cfg: WorkflowConfig, ctx: LoopContext) -> dict[str, Any]:
     """Train ``cfg.train.epochs`` epochs on this worker's shard; report each epoch.
 
     The epoch loop is :func:`amnet.engine.fit`'s; this worker plugs in its shard
@@ -212,7 +212,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
         return train_loop(cfg, ctx)
 
 
-def torch_trainer(cfg: Config, name: str, *, mlflow_run_id: str | None = None,
+def torch_trainer(cfg: WorkflowConfig, name: str, *, mlflow_run_id: str | None = None,
                   validate: bool = True, callbacks: list[Any] | None = None) -> Any:
     """The one ``TorchTrainer`` of this project (``amnet train`` and sweep trials with
     ``sweep.workers_per_trial > 1``): :func:`train_worker` on ``cfg.ray.num_workers`` workers.
@@ -269,7 +269,7 @@ class RayTrainResult:
     resumed_from: int              # -1 unless this execution continued a checkpoint
 
 
-def portable_config(cfg: Config) -> Config:
+def portable_config(cfg: WorkflowConfig) -> WorkflowConfig:
     """Paths made absolute for processes whose CWD is not ours (workers, trials).
 
     Only relative paths that exist here are rewritten; on a multi-node cluster they must be
@@ -289,7 +289,7 @@ def portable_config(cfg: Config) -> Config:
     return cfg.replace(*over)
 
 
-def check_train_request(cfg: Config) -> None:
+def check_train_request(cfg: WorkflowConfig) -> None:
     """Config-level checks that need no cluster (clear message instead of a worker crash)."""
     if cfg.ray.num_workers < 1:
         raise ConfigError("ray.num_workers must be >= 1 for Ray Train (0 = in-process engine)")
@@ -311,8 +311,8 @@ def registered_epoch(run_dir: Path) -> int | None:
     return int(epoch) if epoch is not None else None
 
 
-def run_ray_training(cfg: Config, *, mlflow_run_id: str | None = None, validate: bool = True,
-                     prefix: str = "train") -> RayTrainResult:
+def run_ray_training(cfg: WorkflowConfig, *, mlflow_run_id: str | None = None,
+                     validate: bool = True, prefix: str = "train") -> RayTrainResult:
     """Train under ``TorchTrainer`` with ``cfg.ray.num_workers`` workers; blocks until done.
 
     Connects to ``ray.address`` / ``RAY_ADDRESS`` or starts a local cluster; checks the request

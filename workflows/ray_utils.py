@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from amnet.errors import AmnetError
 
 if TYPE_CHECKING:
-    from amnet.config import Config
+    from workflows.config import WorkflowConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class RayResourceError(AmnetError):
     """A Ray Train or Tune request that the cluster cannot hold (named, with the fix)."""
 
 
-def configure_env(cfg: Config) -> None:
+def configure_env(cfg: WorkflowConfig) -> None:
     """Apply config-driven variables unless the user exported them (env wins over params)."""
     if "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S" not in _USER_SET:
         os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = f"{cfg.ray.startup_timeout_s:g}"
@@ -70,20 +70,20 @@ def quiet_ray_logs() -> None:
         logging.getLogger(spec.origin).setLevel(logging.WARNING)
 
 
-def cluster_address(cfg: Config) -> str:
+def cluster_address(cfg: WorkflowConfig) -> str:
     """``ray.address`` from params, else ``RAY_ADDRESS``, else empty (= start a local cluster)."""
     return cfg.ray.address or os.environ.get("RAY_ADDRESS", "")
 
 
-def is_local_cluster(cfg: Config) -> bool:
+def is_local_cluster(cfg: WorkflowConfig) -> bool:
     return cluster_address(cfg) in ("", "local")
 
 
-def local_cpus(cfg: Config) -> int:
+def local_cpus(cfg: WorkflowConfig) -> int:
     return cfg.ray.local_cpus or os.cpu_count() or 1
 
 
-def init_ray(cfg: Config, *, dashboard: bool = False) -> bool:
+def init_ray(cfg: WorkflowConfig, *, dashboard: bool = False) -> bool:
     """Connect to ``ray.address`` / ``RAY_ADDRESS`` or start a local cluster of ``local_cpus``.
 
     Returns True when this call started or connected Ray (the caller then owns
@@ -115,7 +115,7 @@ def init_ray(cfg: Config, *, dashboard: bool = False) -> bool:
     return True
 
 
-def worker_resources(cfg: Config) -> dict[str, float]:
+def worker_resources(cfg: WorkflowConfig) -> dict[str, float]:
     """One Train worker's bundle, from ``ray.cpus_per_worker`` / ``ray.gpus_per_worker``."""
     res = {"CPU": float(cfg.ray.cpus_per_worker)}
     if cfg.ray.use_gpu:
@@ -135,7 +135,7 @@ class Request:
         return {k: v * self.count for k, v in self.bundle.items() if v}
 
 
-def check_fits(cfg: Config, request: Request) -> None:
+def check_fits(cfg: WorkflowConfig, request: Request) -> None:
     """Fail fast when the cluster can never hold ``request`` (instead of Ray retrying forever).
 
     Checks the totals and that one bundle fits on a single node. On a remote cluster that may
@@ -163,7 +163,7 @@ def check_fits(cfg: Config, request: Request) -> None:
                 msg, cfg.ray.startup_timeout_s)
 
 
-def _advice(cfg: Config, request: Request) -> str:
+def _advice(cfg: WorkflowConfig, request: Request) -> str:
     if request.bundle.get("GPU"):
         hint = "set ray.use_gpu=false, or lower ray.num_workers / ray.gpus_per_worker"
     else:
@@ -175,7 +175,7 @@ def _advice(cfg: Config, request: Request) -> str:
     return "Fix: " + hint + "."
 
 
-def max_concurrent(cfg: Config, per_trial: dict[str, float], wanted: int) -> int:
+def max_concurrent(cfg: WorkflowConfig, per_trial: dict[str, float], wanted: int) -> int:
     """Cap concurrent trials so every running trial's bundles fit on the local cluster.
 
     With Train-inside-Tune the trial itself holds no CPU, so Tune would start more trials than
@@ -195,7 +195,7 @@ def max_concurrent(cfg: Config, per_trial: dict[str, float], wanted: int) -> int
     return max(1, min(wanted, fits))
 
 
-def fresh_run_name(cfg: Config, prefix: str) -> str:
+def fresh_run_name(cfg: WorkflowConfig, prefix: str) -> str:
     """``cfg.ray.run_name`` when set (resume), else a name never used before.
 
     Train V2 resumes automatically by run name, and a *finished* run of the same name silently
@@ -211,7 +211,7 @@ def fresh_run_name(cfg: Config, prefix: str) -> str:
     return "-".join(parts)
 
 
-def storage_path(cfg: Config) -> str:
+def storage_path(cfg: WorkflowConfig) -> str:
     """``ray.storage_path`` made absolute (Ray requires it); URIs (``s3://``...) pass through."""
     path = cfg.ray.storage_path
     if "://" in path:

@@ -26,9 +26,9 @@ import logging
 import sys
 from typing import Any
 
-from amnet.config import Config, load_config
 from amnet.io import atomic_write_text
 from workflows.cli import add_config_arguments
+from workflows.config import WorkflowConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _run_score(client: Any, run_id: str, metric: str) -> tuple[float | None, str
     return run.data.metrics.get(metric), run.data.tags.get(TAG_FINGERPRINT, "")
 
 
-def _stand_in(cfg: Config, run_id: str, metric: str) -> Any:
+def _stand_in(cfg: WorkflowConfig, run_id: str, metric: str) -> Any:
     """The run ``amnet evaluate`` logged for ``run_id`` when that run is not in this store
     (a clone restored with ``dvc pull``): the newest one with a model and ``metric``."""
     import mlflow
@@ -63,7 +63,7 @@ def _stand_in(cfg: Config, run_id: str, metric: str) -> Any:
     return runs[0]
 
 
-def promote(cfg: Config, run_id: str, *, metric: str = METRIC, force: bool = False,
+def promote(cfg: WorkflowConfig, run_id: str, *, metric: str = METRIC, force: bool = False,
             model_uri: str | None = None) -> dict[str, Any]:
     """Register ``run_id``'s model; move the champion alias if it wins (module docstring).
 

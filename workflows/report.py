@@ -26,13 +26,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from amnet.config import load_config
 from amnet.errors import DataError
 from amnet.evaluation.map import tiou_key
-from amnet.evaluation.plots import _write_csv
-from amnet.io import read_json, staged_outputs
+from amnet.io import read_json, staged_outputs, write_csv
 from workflows.ablations import DEFAULT_ROWS, Row, load_rows
 from workflows.cli import add_config_arguments
+from workflows.config import load_config
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +150,11 @@ def _map_plot(tables: dict[str, list[dict[str, Any]]], tious: list[float], out: 
     entries = {e["row"]: e for es in tables.values() for e in es if e["average_mAP"] is not None}
     names = list(entries)
     # one line per row: `dvc plots` draws average_mAP per row whatever the rows and tIoUs are
-    _write_csv(out / "ablation_summary.csv",
-               ["row", "label", *[f"mAP_{tiou_key(t)}" for t in tious], "average_mAP"],
-               [[n, entries[n]["label"],
-                   *[f"{entries[n]['mAP'].get(t, float('nan')):.6f}" for t in tious],
-                   f"{entries[n]['average_mAP']:.6f}"] for n in names])
+    write_csv(out / "ablation_summary.csv",
+              ["row", "label", *[f"mAP_{tiou_key(t)}" for t in tious], "average_mAP"],
+              [[n, entries[n]["label"],
+                  *[f"{entries[n]['mAP'].get(t, float('nan')):.6f}" for t in tious],
+                  f"{entries[n]['average_mAP']:.6f}"] for n in names])
     fig = Figure(figsize=(6.5, 4))
     ax = fig.subplots()
     for k, n in enumerate(names):
@@ -210,8 +209,8 @@ def _write_report(params: str | Path, rows_file: str | Path, metrics_dir: str | 
     md2, csv2 = table2(tables["2"], tious)
     md4, csv4 = table4(tables["4"], tious)
     files = {"table2_md": out / "table2.md", "table4_md": out / "table4.md",
-             "table2_csv": _write_csv(out / "table2.csv", csv2[0], csv2[1:]),
-             "table4_csv": _write_csv(out / "table4.csv", csv4[0], csv4[1:])}
+             "table2_csv": write_csv(out / "table2.csv", csv2[0], csv2[1:]),
+             "table4_csv": write_csv(out / "table4.csv", csv4[0], csv4[1:])}
     files["table2_md"].write_text(md2 + "\n")
     files["table4_md"].write_text(md4 + "\n")
     parts = [f"# Ablations on `{cfg.data.name}` ({cfg.eval.subset} split)", "",

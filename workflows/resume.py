@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from amnet.config import Config
+from workflows.config import WorkflowConfig
 
 __all__ = ["EXIT_INTERRUPTED", "ResumePlan", "plan_resume", "sigint_once"]
 
@@ -87,7 +87,7 @@ class ResumePlan:
                 f"{self.command()}")
 
 
-def plan_resume(args: argparse.Namespace, cfg: Config) -> tuple[Config, ResumePlan]:
+def plan_resume(args: argparse.Namespace, cfg: WorkflowConfig) -> tuple[WorkflowConfig, ResumePlan]:
     """``(cfg, plan)`` for ``amnet train``'s parsed ``args``; a Ray training without
     ``ray.run_name`` gets its (fresh) name here, in ``cfg``, so an interrupt can name it."""
     overrides = list(args.overrides)

@@ -32,10 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from amnet.config import Config, load_config
 from amnet.device import resolve_device
 from amnet.io import atomic_copy, write_json
 from workflows.cli import add_config_arguments
+from workflows.config import WorkflowConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "MLFLOW_TRACKING_URI; <out>/mlflow_run.json names the run)")
 
 
-def build_datasets(cfg: Config, *, validation: bool = True) -> tuple[Any, Any]:
+def build_datasets(cfg: WorkflowConfig, *, validation: bool = True) -> tuple[Any, Any]:
     """(training part with crops, validation part of full videos or None), same class list:
     both from ``data.train_subset`` (:func:`amnet.data.dataset.train_val_datasets`)."""
     from amnet.data.dataset import train_val_datasets
@@ -94,7 +94,7 @@ def metrics_file_values(metrics: dict[str, float]) -> dict[str, float]:
             if math.isfinite(v) and not k.startswith(("time/", "gpu/"))}
 
 
-def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
+def train(cfg: WorkflowConfig, out_dir: str | Path = "outputs/train", *,
           metrics_path: str | Path | None = "metrics/train.json",
           callback: Callback | None = None, resume: str | Path | None = None,
           device: str | None = None, validation: bool = True) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def train(cfg: Config, out_dir: str | Path = "outputs/train", *,
             "seconds": seconds}
 
 
-def train_on_ray(cfg: Config, out: Path, *, metrics_path: str | Path | None,
+def train_on_ray(cfg: WorkflowConfig, out: Path, *, metrics_path: str | Path | None,
                  callback: Callback | None, resume: str | Path | None, device: str | None,
                  validation: bool) -> dict[str, Any]:
     """``ray.num_workers >= 1``: :func:`train` under Ray Train (``workflows.ray_train``).

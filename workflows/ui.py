@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from amnet.config import load_config
 from workflows.cli import add_config_arguments
+from workflows.config import load_config
 
 log = logging.getLogger(__name__)
 

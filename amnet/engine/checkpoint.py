@@ -79,9 +79,13 @@ def checkpoint_epochs(path: str | Path) -> int:
     return int(_read_checkpoint(path)["epoch"])
 
 
-def _stored_config(payload: dict[str, Any], path: str | Path) -> Config:
+def _stored_config(payload: dict[str, Any], path: str | Path,
+                   schema: type[Config] = Config) -> Config:
+    """The config a checkpoint was trained with, as ``schema`` (sections it lacks are dropped:
+    the workflow stores its own sections beside the method's)."""
     try:
-        return from_dict(payload["config"], f"{path} (stored config)")
+        return from_dict(payload["config"], f"{path} (stored config)", schema=schema,
+                         only_known_sections=True)
     except ConfigError as e:
         raise ModelLoadError(f"{path}: its stored config no longer validates: {e}") from None
 
@@ -125,15 +129,18 @@ def load_checkpoint(path: str | Path, cfg: Config | None = None, device: str | t
     return state, info
 
 
-def load_model_for_inference(path: str | Path, device: str | torch.device = "cpu"
-                             ) -> tuple[AMNet, Config, list[str]]:
+def load_model_for_inference(path: str | Path, device: str | torch.device = "cpu", *,
+                             schema: type[Config] = Config) -> tuple[AMNet, Config, list[str]]:
     """(model in eval mode — the EMA weights when the run kept them —, config, class names).
+
+    The config is rebuilt as ``schema`` (the workflow passes its ``WorkflowConfig`` to keep
+    its own sections).
 
     Raises :class:`ModelLoadError` for a missing file, a file that is not an amnet
     checkpoint, or weights that do not fit the stored config.
     """
     payload = _read_checkpoint(path)
-    cfg = _stored_config(payload, path)
+    cfg = _stored_config(payload, path, schema)
     model = build_model(cfg, int(payload["in_dim"]), int(payload["num_classes"]))
     weights = payload["model"]
     if payload.get("ema") is not None:

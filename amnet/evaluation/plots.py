@@ -16,8 +16,6 @@ x column, one column per series) so that a DVC plot definition can name ``x`` an
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -42,6 +40,7 @@ from amnet.evaluation.analysis import (
     match_predictions,
     score_order,
 )
+from amnet.io import write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +66,6 @@ def _save(fig: Figure, out_png: str | Path) -> Path:
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI, bbox_inches="tight")
-    return out
-
-
-def _write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
     return out
 
 
@@ -129,7 +118,7 @@ def plot_per_class_ap(results: Mapping[str, Any], out_png: str | Path, out_csv: 
     header = ["class"] + [f"{n}/AP@{c}" for n in names for c in cols]
     rows = [[cls] + [_num(table[n][i, j]) for n in names for j in [len(tious), *range(len(tious))]]
             for i, cls in enumerate(classes)]
-    csv_path = _write_csv(out_csv, header, rows)
+    csv_path = write_csv(out_csv, header, rows)
 
     panels = [("avg", len(tious))] + [(f"{t:g}", j) for j, t in enumerate(tious)]
     n_cls = max(len(classes), 1)
@@ -169,14 +158,14 @@ def plot_fp_analysis(analysis: FPAnalysis, out_png: str | Path, out_csv: str | P
     """
     names = ("true_positive", *ERROR_TYPES)
     prof = analysis.profile
-    csv_path = _write_csv(out_csv, ["slice", "predictions", *names],
+    csv_path = write_csv(out_csv, ["slice", "predictions", *names],
                           [[r["slice"], r["predictions"], *[_num(r[n]) for n in names]]
                            for r in prof])
     types_csv = Path(types_csv) if types_csv else Path(out_csv).with_name(
         Path(out_csv).stem + "_types.csv")
     gain = analysis.average_mAP_gain
     shares = analysis.shares
-    types_path = _write_csv(types_csv, ["error_type", "count", "share_of_fp", "average_mAP_gain"],
+    types_path = write_csv(types_csv, ["error_type", "count", "share_of_fp", "average_mAP_gain"],
                             [[t, analysis.counts[t], _num(shares[t]),
                               _num(gain[t]) if gain else ""] for t in ERROR_TYPES])
 
@@ -270,14 +259,14 @@ def plot_pr_curves(gt: Mapping[str, Any], preds: Mapping[str, Any], subset: str,
     tious = list(curves)
     mean = {t: (np.mean([interpolate_pr(r, p) for r, p in curves[t].values()], axis=0)
                 if curves[t] else np.zeros_like(RECALL_GRID)) for t in tious}
-    paths = [_write_csv(out_csv, ["recall", *[f"precision@{t:g}" for t in tious]],
+    paths = [write_csv(out_csv, ["recall", *[f"precision@{t:g}" for t in tious]],
                         [[_num(r), *[_num(mean[t][i]) for t in tious]]
                          for i, r in enumerate(RECALL_GRID)])]
     if per_class_csv:
         rows = [[f"{t:g}", label, _num(r), _num(p)]
                 for t in tious for label, (rec, prec) in curves[t].items()
                 for r, p in zip(RECALL_GRID, interpolate_pr(rec, prec), strict=True)]
-        paths.append(_write_csv(per_class_csv, ["tiou", "class", "recall", "precision"], rows))
+        paths.append(write_csv(per_class_csv, ["tiou", "class", "recall", "precision"], rows))
 
     maps = getattr(result, "mAP", None) or {}
     ncol = min(len(tious), 5)
@@ -371,7 +360,7 @@ def plot_timeline(gt: Mapping[str, Any], preds: Mapping[str, Any], video_id: str
         rows += [["pred", det.classes[det.pred.label[i]], _num(det.pred.segments[i, 0]),
                   _num(det.pred.segments[i, 1]), _num(det.pred.score[i]),
                   type_names[int(codes[i])]] for i in top]
-        paths.append(_write_csv(out_csv, ["kind", "label", "start", "end", "score", "type"], rows))
+        paths.append(write_csv(out_csv, ["kind", "label", "start", "end", "score", "type"], rows))
     return tuple(paths)
 
 
@@ -428,7 +417,7 @@ def write_all_plots(gt: Mapping[str, Any], preds: Mapping[str, Any], out_dir: st
         plot_fp_analysis(analysis, out / "fp_analysis.png", out / "fp_profile.csv",
                          types_csv=out / "fp_error_types.csv")
     paths["fp_analysis_json"] = out / "fp_analysis.json"
-    paths["fp_analysis_json"].write_text(json.dumps(analysis.to_dict(), indent=2) + "\n")
+    write_json(paths["fp_analysis_json"], analysis.to_dict(), sort_keys=False)
 
     (paths["pr_curves"], paths["pr_curves_csv"], paths["pr_curves_per_class_csv"]) = \
         plot_pr_curves(gt, preds, subset, tious, out / "pr_curves.png", out / "pr_curves.csv",

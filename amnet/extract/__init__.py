@@ -17,7 +17,7 @@ from amnet.extract.extractor import (
     read_manifest,
     run_extraction,
 )
-from amnet.extract.i3d import I3D, file_sha256, load_i3d
+from amnet.extract.i3d import I3D, load_i3d
 from amnet.extract.video import (
     ResampledVideo,
     VideoDecodeError,
@@ -31,6 +31,6 @@ from amnet.extract.video import (
 __all__ = [
     "I3D", "EncoderInfo", "ExtractionReport", "ResampledVideo", "VideoDecodeError",
     "VideoFeatures", "build_encoder", "count_output_frames", "count_snippets", "extract_video",
-    "file_sha256", "iter_windows", "list_videos", "load_i3d", "probe_video", "read_manifest",
+    "iter_windows", "list_videos", "load_i3d", "probe_video", "read_manifest",
     "run_extraction", "snippet_centers",
 ]

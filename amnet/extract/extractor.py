@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -31,10 +30,11 @@ import torch
 from tqdm import tqdm
 
 from amnet.config import ExtractConfig
+from amnet.data.feature_set import MANIFEST_FILE
 from amnet.data.features import check_plain_name
 from amnet.device import resolve_device
 from amnet.errors import ConfigError, DataError
-from amnet.extract.i3d import I3D, file_sha256, load_i3d
+from amnet.extract.i3d import I3D, load_i3d
 from amnet.extract.video import (
     ResampledVideo,
     VideoDecodeError,
@@ -43,7 +43,7 @@ from amnet.extract.video import (
     iter_windows,
     probe_video,
 )
-from amnet.io import safe_child
+from amnet.io import atomic_target, dump_json, read_json, safe_child, sha256_file
 from amnet.progress import progress
 
 __all__ = ["MANIFEST", "EncoderInfo", "ExtractionReport", "VideoFeatures", "build_encoder",
@@ -52,7 +52,7 @@ __all__ = ["MANIFEST", "EncoderInfo", "ExtractionReport", "VideoFeatures", "buil
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_FILE  # the feature set's manifest name (amnet.data.feature_set)
 FORMAT = "amnet-extract/1"
 T = TypeVar("T")
 
@@ -90,7 +90,7 @@ def build_encoder(cfg: ExtractConfig) -> tuple[I3D, EncoderInfo]:
         if model.in_channels != 3:
             raise ConfigError(f"'extract.checkpoint' {cfg.checkpoint} is a {model.in_channels}-"
                               f"channel (flow) I3D; the extractor feeds RGB frames")
-        info = EncoderInfo(cfg.checkpoint, file_sha256(cfg.checkpoint), False, None, cfg.width,
+        info = EncoderInfo(cfg.checkpoint, sha256_file(cfg.checkpoint), False, None, cfg.width,
                            model.feature_dim)
         return model, info
     if not cfg.allow_random_init:
@@ -257,8 +257,8 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         return empty
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = read_json(path)
+    except DataError as e:
         log.warning("%s unreadable (%s): extracting every video again", path, e)
         return empty
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(
@@ -289,19 +289,8 @@ def _own_file(out_dir: Path, entry: dict[str, Any], vid: str) -> Path:
     return safe_child(out_dir, name, what=f"video {vid!r}: field 'file'", source=where)
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"  # stable bytes for DVC
-    _atomic_write_bytes(out_dir / MANIFEST, lambda f: f.write(text.encode()))
+    dump_json(manifest, out_dir / MANIFEST)  # sorted keys: stable bytes for DVC
 
 
 def _settings(cfg: ExtractConfig) -> dict[str, Any]:
@@ -323,11 +312,11 @@ def _is_cached(entry: dict[str, Any] | None, path: Path, key: str, out_dir: Path
     if src.get("size") != st.st_size:
         return False
     npy = _own_file(out_dir, entry, "")
-    if not npy.is_file() or file_sha256(npy) != entry.get("sha256"):
+    if not npy.is_file() or sha256_file(npy) != entry.get("sha256"):
         return False
     if src.get("mtime_ns") != st.st_mtime_ns:
         # e.g. a fresh clone / dvc checkout: same bytes, new mtime → compare contents
-        if file_sha256(path) != src.get("sha256"):
+        if sha256_file(path) != src.get("sha256"):
             return False
         src["mtime_ns"] = st.st_mtime_ns
     return True
@@ -441,13 +430,14 @@ def _extract_one(vid: str, path: Path, model: I3D, cfg: ExtractConfig, device: t
         log.warning("%s: %d frames at %g fps is shorter than one window (%d): one snippet, "
                     "padded with the last frame", vid, res.n_frames, cfg.fps, cfg.window)
     npy = _npy(out_dir, vid)
-    _atomic_write_bytes(npy, lambda f: np.save(f, res.features))
+    with atomic_target(npy) as tmp, tmp.open("wb") as f:
+        np.save(f, res.features)
     st = path.stat()
     return {
         "file": npy.name,
         "shape": list(res.features.shape),
         "dtype": str(res.features.dtype),
-        "sha256": file_sha256(npy),
+        "sha256": sha256_file(npy),
         "fps": cfg.fps,
         "stride": cfg.stride,
         "window": cfg.window,
@@ -456,7 +446,7 @@ def _extract_one(vid: str, path: Path, model: I3D, cfg: ExtractConfig, device: t
         "duration": round(res.duration, 6),
         "padded": res.padded,
         "source": {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                   "sha256": file_sha256(path), "fps": info.fps, "codec": info.codec,
+                   "sha256": sha256_file(path), "fps": info.fps, "codec": info.codec,
                    "width": info.width, "height": info.height},
         "cache_key": key,
     }

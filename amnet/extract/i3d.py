@@ -19,7 +19,6 @@ then 2×7×7) and stays defined for other window lengths and crop sizes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch import nn
 
 from amnet.errors import ModelLoadError
 
-__all__ = ["ENDPOINTS", "I3D", "file_sha256", "load_i3d", "load_state_dict_checked"]
+__all__ = ["ENDPOINTS", "I3D", "load_i3d", "load_state_dict_checked"]
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +188,6 @@ class I3D(nn.Module):
 
 
 # --------------------------------------------------------------------------- loading
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():

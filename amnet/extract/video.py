@@ -35,6 +35,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from amnet.data.timing import snippet_to_seconds
 from amnet.errors import DataError
 
 __all__ = [
@@ -111,7 +112,7 @@ def count_snippets(n_frames: int, window: int, stride: int) -> int:
 
 def snippet_centers(n_snippets: int, fps: float, stride: int, window: int) -> np.ndarray:
     """Centre time (seconds) of each snippet: ``(i·stride + window/2) / fps``."""
-    return (np.arange(n_snippets) * stride + window / 2) / fps
+    return snippet_to_seconds(np.arange(n_snippets), fps, stride, window)
 
 
 class ResampledVideo:

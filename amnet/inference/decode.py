@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from amnet.data.timing import snippet_to_seconds
 from amnet.errors import ConfigError
 
 __all__ = ["confidence", "decode_segments"]
@@ -54,5 +55,5 @@ def decode_segments(points: torch.Tensor, offsets: torch.Tensor, *,
         return x.to(device=p.device, dtype=torch.float64).unsqueeze(-1) \
             if isinstance(x, torch.Tensor) else float(x)
 
-    return (snippets * col(stride) + col(window) / 2) / col(fps)
+    return snippet_to_seconds(snippets, col(fps), col(stride), col(window))
 

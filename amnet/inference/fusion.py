@@ -3,7 +3,6 @@ its cache, and the fusion weights / class expansion that :func:`postprocess` app
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from amnet.errors import DataError
+from amnet.io import read_json
 
 __all__ = ["load_video_scores"]
 
@@ -28,10 +28,7 @@ def load_video_scores(path: str | Path) -> dict[str, dict[str, float]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"video scores file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
     classes = data.get("class")

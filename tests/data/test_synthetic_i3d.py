@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amnet.config import SyntheticI3DConfig, load_config
+from amnet.config import SyntheticI3DConfig
 from amnet.data.annotations import load_annotations
 from amnet.data.feature_set import FeatureSet
 from amnet.data.feature_stats import (
@@ -23,6 +23,7 @@ from amnet.data.synthetic_i3d import confusable_pairs, generate_synthetic_i3d
 from amnet.data.timing import expected_num_snippets
 from amnet.errors import ConfigError, DataError
 from tests.data.datahelpers import REAL_I3D, REPO, THUMOS_JSON
+from workflows.config import load_config
 
 
 def _real_subset(path: Path, per_subset: int, *, max_duration: float = 80.0) -> Path:

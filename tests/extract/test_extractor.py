@@ -18,12 +18,12 @@ from amnet.extract import (
     ResampledVideo,
     build_encoder,
     extract_video,
-    file_sha256,
     iter_windows,
     read_manifest,
     run_extraction,
 )
 from amnet.extract.extractor import to_input
+from amnet.io import sha256_file
 
 # tiny but real: the I3D graph at a quarter of its width on 32×32 crops
 SMALL = {"fps": 25.0, "stride": 4, "window": 8, "resize": 40, "crop": 32, "width": 0.25,
@@ -101,11 +101,11 @@ def test_folder_layout_and_manifest(make_video, real_videos, tmp_path):
     assert a["shape"] == [11, 256] and a["dtype"] == "float32" and a["n_snippets"] == 11
     assert (a["fps"], a["stride"], a["window"]) == (25.0, 4, 8)
     assert a["duration"] == pytest.approx(2.0) and a["n_frames"] == 50 and not a["padded"]
-    assert a["sha256"] == file_sha256(out / "clip_a.npy")
+    assert a["sha256"] == sha256_file(out / "clip_a.npy")
     src = videos / "clip_a.mp4"
     assert a["source"]["path"] == str(src) and a["source"]["size"] == src.stat().st_size
     assert a["source"]["mtime_ns"] == src.stat().st_mtime_ns
-    assert a["source"]["sha256"] == file_sha256(src)
+    assert a["source"]["sha256"] == sha256_file(src)
     # clip_b: 2 s at 15 fps resampled to the target 25 fps → 50 frames, same timing
     b = m["videos"]["clip_b"]
     assert (b["n_frames"], b["n_snippets"], b["fps"]) == (50, 11, 25.0)
@@ -188,7 +188,7 @@ def test_checkpoint_encoder_and_its_identity(make_video, tmp_path):
                  out_dir=str(tmp_path / "out_ckpt"))
     run_extraction(cfg)
     m = read_manifest(cfg.out_dir)
-    assert m["encoder"]["sha256"] == file_sha256(ckpt) and not m["encoder"]["random_init"]
+    assert m["encoder"]["sha256"] == sha256_file(ckpt) and not m["encoder"]["random_init"]
     assert "warning" not in m
     run_extraction(random_cfg)
     np.testing.assert_array_equal(np.load(tmp_path / "out_ckpt" / "a.npy"),

@@ -14,10 +14,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from amnet.config import Config, load_config
 from amnet.engine import build_model, build_train_state, save_checkpoint
 from workflows import tracking
 from workflows.cli import main
+from workflows.config import WorkflowConfig, load_config
 from workflows.detect import Sidecar, read_sidecar, video_timing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ TINY = ["model.embed_dim=32", "model.n_heads=2", "model.fpn_levels=3", "model.ga
 KEEP = ["-s", "infer.confidence=sigmoid", "-s", "infer.min_duration=0"]
 
 
-def tiny_config(in_dim: int, *extra: str) -> Config:
+def tiny_config(in_dim: int, *extra: str) -> WorkflowConfig:
     return load_config(None, [*TINY, f"data.feature_dim={in_dim}", *extra])
 
 
@@ -192,7 +192,7 @@ def test_registered_model_uri(tmp_path: Path, ckpt16: Path, sqlite_overrides: li
     """models:/<name>@champion from a real SQLite registry gives the checkpoint's detections."""
     from amnet.engine import load_model_for_inference
 
-    model, cfg, names = load_model_for_inference(ckpt16)
+    model, cfg, names = load_model_for_inference(ckpt16, schema=WorkflowConfig)
     cfg = cfg.replace(*sqlite_overrides)
     with tracking.start_run(cfg, run_name="detect-test"):
         # as the pipeline logs it (tracking.log_trained_model): the checkpoint rides along

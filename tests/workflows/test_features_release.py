@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from amnet.config import load_config
 from amnet.data.manifest import verify_manifest
 from amnet.errors import DataError
+from workflows.config import load_config
 from workflows.features import check_release_checksum, dvc_md5, prepare_features
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amnet.config import load_config
 from amnet.data.dataset import TALDataset
 from amnet.data.manifest import verify_manifest
 from amnet.errors import ConfigError, DataError
 from workflows.cli import main
+from workflows.config import load_config
 from workflows.features import prepare_features
 
 REPO = Path(__file__).resolve().parents[2]

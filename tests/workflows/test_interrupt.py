@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from amnet.config import load_config
 from amnet.data.synthetic import generate_synthetic
 from amnet.engine import load_checkpoint
+from workflows.config import load_config
 from workflows.resume import EXIT_INTERRUPTED, plan_resume
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from amnet.config import load_config
+from workflows.config import load_config
 from workflows.tracking import feature_set_tags
 
 MD5 = "0123456789abcdef0123456789abcdef.dir"

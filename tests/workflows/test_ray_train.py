@@ -20,10 +20,10 @@ import pytest
 # the controller collects reports every poll; 0.5 s instead of 2 s keeps the runs short
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
-from amnet.config import Config, load_config
 from amnet.data.synthetic import generate_synthetic
 from amnet.errors import ConfigError
 from workflows import ray_utils
+from workflows.config import WorkflowConfig, load_config
 from workflows.ray_train import RayTrainError, run_ray_training
 
 EPOCHS = 6
@@ -44,7 +44,7 @@ def tiny_overrides(root: Path, storage: Path, n_train: int = 32) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def base_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
+def base_cfg(tmp_path_factory: pytest.TempPathFactory) -> WorkflowConfig:
     tmp = tmp_path_factory.mktemp("ray_train")
     cfg = load_config(None, tiny_overrides(tmp / "features", tmp / "ray_results"))
     generate_synthetic(cfg.data.synthetic, cfg.data.root, stride=cfg.data.stride,
@@ -53,7 +53,7 @@ def base_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(base_cfg: Config) -> Iterator[None]:
+def ray_cluster(base_cfg: WorkflowConfig) -> Iterator[None]:
     import ray
 
     started = ray_utils.init_ray(base_cfg, dashboard=True)
@@ -62,21 +62,21 @@ def ray_cluster(base_cfg: Config) -> Iterator[None]:
         ray.shutdown()
 
 
-def test_fresh_run_names_are_unique_and_run_name_reuses(base_cfg: Config) -> None:
+def test_fresh_run_names_are_unique_and_run_name_reuses(base_cfg: WorkflowConfig) -> None:
     names = {ray_utils.fresh_run_name(base_cfg, "train") for _ in range(20)}
     assert len(names) == 20
     assert all(n.startswith("train-") for n in names)
     assert ray_utils.fresh_run_name(base_cfg.replace("ray.run_name=keep"), "train") == "keep"
 
 
-def test_config_errors_before_any_ray_work(base_cfg: Config) -> None:
+def test_config_errors_before_any_ray_work(base_cfg: WorkflowConfig) -> None:
     with pytest.raises(ConfigError, match="divisible by the number of workers"):
         run_ray_training(base_cfg.replace("ray.num_workers=3"))
     with pytest.raises(ConfigError, match="fp16 needs GPUs"):
         run_ray_training(base_cfg.replace("train.amp=fp16", "ray.num_workers=2"))
 
 
-def test_mis_sized_request_fails_fast(base_cfg: Config, ray_cluster: None) -> None:
+def test_mis_sized_request_fails_fast(base_cfg: WorkflowConfig, ray_cluster: None) -> None:
     t0 = time.perf_counter()
     with pytest.raises(ray_utils.RayResourceError, match=r"4 CPU in total but the cluster has 2"):
         run_ray_training(base_cfg.replace("ray.num_workers=4"))
@@ -124,7 +124,8 @@ def test_cluster_files_are_valid_and_match_the_cluster_preset() -> None:
     assert (REPO / "workflows" / "cluster" / "pull_features.sh").is_file()
 
 
-def test_ray_address_connects_to_the_running_cluster(base_cfg: Config, ray_cluster: None) -> None:
+def test_ray_address_connects_to_the_running_cluster(base_cfg: WorkflowConfig,
+                                                     ray_cluster: None) -> None:
     """RAY_ADDRESS (here: this module's cluster) is joined; no second cluster is started."""
     import subprocess
     import sys
@@ -132,7 +133,8 @@ def test_ray_address_connects_to_the_running_cluster(base_cfg: Config, ray_clust
     import ray
 
     address = ray.get_runtime_context().gcs_address
-    code = ("import ray; from amnet.config import load_config; from workflows import ray_utils; "
+    code = ("import ray; from workflows.config import load_config; "
+            "from workflows import ray_utils; "
             "cfg = load_config(None); started = ray_utils.init_ray(cfg); "
             "print(started, ray.get_runtime_context().gcs_address, "
             "int(ray.cluster_resources()['CPU']))")
@@ -170,7 +172,7 @@ def _kill_one_worker(run_dir: Path, n_workers: int, out: dict, done: threading.E
         time.sleep(0.05)
 
 
-def run_and_kill(cfg: Config, run: Callable[[], Any]) -> tuple[Any, dict]:
+def run_and_kill(cfg: WorkflowConfig, run: Callable[[], Any]) -> tuple[Any, dict]:
     """``run()`` (a Ray Train run of ``cfg``) while a thread kills one worker after the first
     registered checkpoint; returns ``(run()'s result or its RayTrainError, kill record)``."""
     killed: dict = {}
@@ -196,7 +198,8 @@ def _losses(history: list[dict]) -> list[float]:
 
 
 def test_two_workers_match_one_worker_through_crash_resume_and_restart(
-        base_cfg: Config, ray_cluster: None, mlflow_sqlite_uri: str, tmp_path: Path) -> None:
+        base_cfg: WorkflowConfig, ray_cluster: None, mlflow_sqlite_uri: str,
+        tmp_path: Path) -> None:
     """Same seed/data/global batch: 1 worker and 2 workers give the same curve.
 
     1 worker, ray.max_failures=0: its worker is SIGKILLed after the first checkpoint, so the

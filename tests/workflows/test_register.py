@@ -10,13 +10,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from amnet.config import Config, load_config
 from amnet.evaluation.map import evaluate_detections
 from workflows import register, tracking
+from workflows.config import WorkflowConfig, load_config
 from workflows.tracking import TrackingError
 
 
-def trained_run(cfg: Config, tiny: SimpleNamespace, quality: float, *, fingerprint: str,
+def trained_run(cfg: WorkflowConfig, tiny: SimpleNamespace, quality: float, *, fingerprint: str,
                 log_model: bool = True) -> tuple[str, float]:
     """A run as train + evaluate leave it: a logged model, test metrics, fingerprint tag."""
     gt = tiny.gt_of(Path(cfg.data.root))
@@ -30,11 +30,11 @@ def trained_run(cfg: Config, tiny: SimpleNamespace, quality: float, *, fingerpri
     return run.info.run_id, result.average_mAP
 
 
-def version_tags(cfg: Config, version: int) -> dict[str, str]:
+def version_tags(cfg: WorkflowConfig, version: int) -> dict[str, str]:
     return MlflowClient().get_model_version(cfg.tracking.registered_model, str(version)).tags
 
 
-def champion(cfg: Config) -> int:
+def champion(cfg: WorkflowConfig) -> int:
     mv = MlflowClient().get_model_version_by_alias(cfg.tracking.registered_model,
                                                    cfg.tracking.champion_alias)
     return int(mv.version)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from amnet.config import load_config
 from amnet.data.synthetic import generate_synthetic
 from workflows.cli import main
+from workflows.config import load_config
 
 PARAMS = str(Path(__file__).resolve().parents[2] / "params" / "default.yaml")
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from amnet import engine
-from amnet.config import load_config
 from amnet.data.annotations import scoring_ground_truth
 from amnet.data.dataset import TALDataset
 from amnet.data.manifest import write_manifest
 from amnet.data.synthetic import class_names, generate_synthetic
 from amnet.evaluation.map import evaluate_detections
 from workflows.cli import main
+from workflows.config import load_config
 
 PARAMS = str(Path(__file__).resolve().parents[2] / "params" / "default.yaml")
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from amnet.config import load_config
 from amnet.engine import build_model, build_train_state, save_checkpoint
 from workflows import tracking
 from workflows.cli import main
+from workflows.config import load_config
 
 TINY = ["model.embed_dim=32", "model.n_heads=2", "model.fpn_levels=3", "model.gam_depth=1",
         "model.ame_layers=1", "model.head_layers=1",

@@ -17,10 +17,10 @@ import yaml
 
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # shorter report polling
 
-from amnet.config import Config, load_config
 from amnet.data.synthetic import generate_synthetic
 from amnet.errors import ConfigError
 from workflows import ray_utils
+from workflows.config import WorkflowConfig, load_config
 from workflows.sweep import (
     METRIC,
     Dim,
@@ -68,7 +68,7 @@ def params_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_cfg(features: Path, params_file: Path, sqlite_overrides: list[str], tmp_path: Path):
-    def make(*extra: str) -> Config:
+    def make(*extra: str) -> WorkflowConfig:
         return load_config(params_file, [*tiny_overrides(features, tmp_path / "ray"),
                                          *sqlite_overrides,
                                          f"sweep.best_params_out={tmp_path / 'best.yaml'}",

@@ -17,11 +17,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from amnet.config import load_config
 from amnet.data.manifest import write_manifest
 from amnet.evaluation.map import evaluate_detections
 from amnet.io import sha256_file
 from workflows import tracking
+from workflows.config import load_config
 from workflows.tracking import TrackingError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from amnet.config import load_config
 from amnet.data.feature_set import FeatureSet
 from amnet.data.split import split_videos
 from amnet.data.synthetic import generate_synthetic
 from amnet.io import sha256_file
 from workflows import tracking
+from workflows.config import load_config
 
 TINY = ["data.synthetic.n_train=10", "data.synthetic.n_test=3", "data.synthetic.feature_dim=8",
         "data.feature_dim=8", "data.synthetic.num_classes=3", "data.num_classes=3",

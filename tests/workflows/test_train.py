@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from amnet.config import load_config
 from amnet.data.synthetic import generate_synthetic
 from amnet.engine import load_model_for_inference
 from workflows.cli import main
+from workflows.config import load_config
 
 PARAMS = str(Path(__file__).resolve().parents[2] / "params" / "default.yaml")
 

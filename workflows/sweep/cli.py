@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from amnet.config import load_config
+from workflows.config import load_config
 from workflows.sweep.driver import run_sweep
 from workflows.sweep.space import METRIC, search_dims
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amnet.config import Config
 from amnet.io import read_json_object, write_json
 from workflows import ray_utils
+from workflows.config import WorkflowConfig
 from workflows.sweep.space import METRIC, MODE, Dim, SweepError, search_dims, trial_base, tune_space
 from workflows.sweep.summary import summarise
 from workflows.sweep.trial import TAG_TRIAL, run_trial
@@ -91,7 +91,7 @@ def _trial_rows(results: Any, dims: Sequence[Dim], epochs: int,
     return rows
 
 
-def _close_children(cfg: Config, parent_run_id: str, rows: list[dict[str, Any]]) -> None:
+def _close_children(cfg: WorkflowConfig, parent_run_id: str, rows: list[dict[str, Any]]) -> None:
     """Tag every child run with its trial's final status; end runs a stopped actor left open."""
     from mlflow.tracking import MlflowClient
 
@@ -111,7 +111,7 @@ def _close_children(cfg: Config, parent_run_id: str, rows: list[dict[str, Any]])
 
 
 @contextlib.contextmanager
-def _parent_run(cfg: Config, name: str, state_file: Path, resume: bool) -> Iterator[str]:
+def _parent_run(cfg: WorkflowConfig, name: str, state_file: Path, resume: bool) -> Iterator[str]:
     from workflows import tracking
 
     run_id = (read_json_object(state_file, missing_ok=False) or {})["parent_run_id"] \
@@ -121,7 +121,7 @@ def _parent_run(cfg: Config, name: str, state_file: Path, resume: bool) -> Itera
         yield run.info.run_id
 
 
-def run_sweep(cfg: Config, *, params_path: str | None = None, resume: str | None = None,
+def run_sweep(cfg: WorkflowConfig, *, params_path: str | None = None, resume: str | None = None,
               callbacks: Sequence[Any] = ()) -> SweepResult:
     """Run (or, with ``resume=<name or path>``, continue) a sweep; returns its summary.
 
@@ -198,7 +198,7 @@ def run_sweep(cfg: Config, *, params_path: str | None = None, resume: str | None
     return SweepResult(name=name, path=str(path), parent_run_id=parent_id, **summary)
 
 
-def _validation_videos(cfg: Config) -> int:
+def _validation_videos(cfg: WorkflowConfig) -> int:
     """How many videos the validation split holds; :class:`SweepError` when none (a sweep
     selects, and only on the validation split)."""
     from amnet.data.feature_set import FeatureSet
@@ -250,7 +250,7 @@ def _trial_log() -> Any:
     return TrialLog()
 
 
-def _new_tuner(cfg: Config, dims: Sequence[Dim], trainable: Any, name: str, storage: str,
+def _new_tuner(cfg: WorkflowConfig, dims: Sequence[Dim], trainable: Any, name: str, storage: str,
                concurrent: int, callbacks: Sequence[Any]) -> Any:
     import optuna
     from optuna.samplers import TPESampler

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from amnet.config import Config, from_dict
 from amnet.errors import AmnetError, ConfigError
+from workflows.config import WorkflowConfig, from_dict
 
 __all__ = ["METRIC", "MODE", "Dim", "SweepError", "search_dims", "trial_base", "tune_space",
            "with_values"]
@@ -33,7 +33,7 @@ class Dim:
     log: bool = False
 
 
-def search_dims(cfg: Config) -> list[Dim]:
+def search_dims(cfg: WorkflowConfig) -> list[Dim]:
     """The searched keys from ``cfg.sweep``: λ1, λ2 (Eq. 12), the GAM depth, and ``train.lr`` /
     ``train.weight_decay`` when their bounds are given (an empty bound pair is not searched)."""
     s = cfg.sweep
@@ -67,7 +67,7 @@ def tune_space(dims: Sequence[Dim]) -> dict[str, Any]:
     return space
 
 
-def with_values(base: Config, values: dict[str, Any], source: str) -> Config:
+def with_values(base: WorkflowConfig, values: dict[str, Any], source: str) -> WorkflowConfig:
     """``base`` with dotted ``values`` set, validated (a rejected value raises ConfigError).
 
     Works on the dict, not on ``key=value`` strings: YAML would read ``1e-05`` as a string.
@@ -84,7 +84,7 @@ def with_values(base: Config, values: dict[str, Any], source: str) -> Config:
     return from_dict(data, source)
 
 
-def trial_base(cfg: Config) -> Config:
+def trial_base(cfg: WorkflowConfig) -> WorkflowConfig:
     """What every trial shares: the sweep's epochs, mAP every epoch (ASHA), no run-name reuse.
 
     Raises :class:`SweepError` without a validation split: a sweep selects, and selecting

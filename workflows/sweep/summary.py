@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from amnet.config import Config, load_config
 from amnet.io import atomic_write_text
+from workflows.config import WorkflowConfig, load_config
 from workflows.sweep.space import METRIC, Dim, SweepError
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def write_best_params(path: Path, best: dict[str, Any], *, params_path: str | No
     return path
 
 
-def summarise(cfg: Config, rows: list[dict[str, Any]], dims: Sequence[Dim], name: str,
+def summarise(cfg: WorkflowConfig, rows: list[dict[str, Any]], dims: Sequence[Dim], name: str,
               parent_id: str, params_path: str | None, wall_s: float) -> dict[str, Any]:
     """Parent-run records (in the active run) + best params file; the SweepResult fields."""
     import mlflow

@@ -12,8 +12,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from amnet.config import Config, from_dict
 from amnet.errors import ConfigError
+from workflows.config import WorkflowConfig, from_dict
 from workflows.sweep.space import with_values
 
 __all__ = ["TAG_TRIAL", "run_trial"]
@@ -28,7 +28,7 @@ def _tune_report(metrics: dict[str, float], ckpt_dir: Path | None, epoch: int) -
     tune.report(metrics, checkpoint=ckpt)
 
 
-def _find_child(cfg: Config, parent_run_id: str, trial_id: str) -> str | None:
+def _find_child(cfg: WorkflowConfig, parent_run_id: str, trial_id: str) -> str | None:
     """The child run a restored trial already has (so it continues it, not a new one)."""
     from mlflow.tracking import MlflowClient
 
@@ -86,7 +86,7 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], parent_run_id: st
         raise SystemExit(0)
 
 
-def _train_in_process(cfg: Config, run_id: str) -> None:
+def _train_in_process(cfg: WorkflowConfig, run_id: str) -> None:
     """Pattern A: the Ray Train worker loop, run in the trial's own process (rank 0 of 1)."""
     from ray import tune
 
@@ -102,7 +102,7 @@ def _train_in_process(cfg: Config, run_id: str) -> None:
         train_loop(cfg, ctx)
 
 
-def _train_with_trainer(cfg: Config, run_id: str, name: str) -> None:
+def _train_with_trainer(cfg: WorkflowConfig, run_id: str, name: str) -> None:
     """Pattern B: a TorchTrainer inside the trial; rank-0 metrics reach Tune by callback.
 
     The inner run's name is fixed per trial, so a restored sweep resumes it from its own

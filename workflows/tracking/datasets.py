@@ -28,11 +28,11 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 
-from amnet.config import Config
 from amnet.data.feature_set import FeatureSet
 from amnet.data.split import split_videos
 from amnet.errors import AmnetError
 from amnet.io import sha256_file
+from workflows.config import WorkflowConfig
 from workflows.tracking.provenance import dvc_lock_hash
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ SPLITS = ("train", "val", "test")
 DIGEST_LIMIT = 36  # MLflow's column width for a dataset digest
 
 
-def feature_set_digest(cfg: Config) -> tuple[str, str]:
+def feature_set_digest(cfg: WorkflowConfig) -> tuple[str, str]:
     """``(digest, kind)`` of the feature set: DVC's ``dvc.lock`` hash (kind ``dvc``), else the
     manifest's sha256 (``manifest``), else ``("", "none")``."""
     md5 = dvc_lock_hash(cfg.data.root)
@@ -56,7 +56,7 @@ def feature_set_digest(cfg: Config) -> tuple[str, str]:
     return "", "none"
 
 
-def _split_sizes(cfg: Config) -> dict[str, tuple[str, int]]:
+def _split_sizes(cfg: WorkflowConfig) -> dict[str, tuple[str, int]]:
     """split → (annotation subset, number of videos); splits that cannot be read are left out
     (a dataset record must never stop a run)."""
     d = cfg.data
@@ -75,7 +75,7 @@ def _split_sizes(cfg: Config) -> dict[str, tuple[str, int]]:
     return out
 
 
-def log_dataset_inputs(cfg: Config, run_id: str, splits: Iterable[str]) -> list[str]:
+def log_dataset_inputs(cfg: WorkflowConfig, run_id: str, splits: Iterable[str]) -> list[str]:
     """Log the feature set's ``splits`` (of :data:`SPLITS`) as dataset inputs of ``run_id``;
     returns the dataset names logged (a split the data does not have, e.g. ``val`` with
     ``data.val_fraction=0``, is skipped)."""

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from amnet.config import Config
 from amnet.data.feature_set import FeatureSet
 from amnet.io import sha256_file
+from workflows.config import WorkflowConfig
 from workflows.tracking.store import TrackingError
 
 __all__ = ["feature_set_tags", "git_tags", "test_set_fingerprint"]
@@ -74,7 +74,7 @@ def dvc_lock_hash(data_root: str | Path, cwd: Path | None = None) -> str:
     return ""
 
 
-def feature_set_tags(cfg: Config) -> dict[str, str]:
+def feature_set_tags(cfg: WorkflowConfig) -> dict[str, str]:
     """Identify the feature set a run read: DVC's directory hash (from ``dvc.lock``) and
     the sha256 of its manifest (which lists every feature file)."""
     tags = {"data.name": cfg.data.name, "data.root": cfg.data.root}
@@ -87,7 +87,7 @@ def feature_set_tags(cfg: Config) -> dict[str, str]:
     return tags
 
 
-def test_set_fingerprint(cfg: Config, subset: str | None = None) -> str:
+def test_set_fingerprint(cfg: WorkflowConfig, subset: str | None = None) -> str:
     """A hash that is equal only for the same test set scored the same way.
 
     Covers the ground truth of every video in the evaluated subset (segments, labels,

@@ -12,10 +12,10 @@ import mlflow
 import torch
 from mlflow.exceptions import MlflowException
 
-from amnet.config import Config, from_dict
 from amnet.data.feature_set import FeatureSet
 from amnet.errors import ModelLoadError
 from amnet.io import read_json_object, write_json
+from workflows.config import WorkflowConfig, from_dict
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
@@ -55,7 +55,7 @@ class PackedOutput(torch.nn.Module):
 
 
 def log_model(model: torch.nn.Module, example_feats: torch.Tensor,
-              example_mask: torch.Tensor | None, class_names: list[str], cfg: Config, *,
+              example_mask: torch.Tensor | None, class_names: list[str], cfg: WorkflowConfig, *,
               checkpoint: str | Path | None = None, name: str = "model") -> ModelInfo:
     """Log a deployable model into the active run, loadable without any params file.
 
@@ -107,7 +107,7 @@ def log_model(model: torch.nn.Module, example_feats: torch.Tensor,
     return model_info
 
 
-def load_registered_model(model_uri: str) -> tuple[torch.nn.Module, Config, list[str]]:
+def load_registered_model(model_uri: str) -> tuple[torch.nn.Module, WorkflowConfig, list[str]]:
     """Load ``models:/<name>@champion`` (or any model URI) for inference.
 
     Returns ``(model, cfg, class_names)`` with the real AMNet module in eval mode and the
@@ -130,14 +130,15 @@ def load_registered_model(model_uri: str) -> tuple[torch.nn.Module, Config, list
         with contextlib.suppress(ImportError, AttributeError):
             from amnet.engine import load_model_for_inference
 
-            model, ck_cfg, names = load_model_for_inference(local / "extra_files" / ckpt_name)
+            model, ck_cfg, names = load_model_for_inference(local / "extra_files" / ckpt_name,
+                                                             schema=WorkflowConfig)
             return model.eval(), ck_cfg, list(names)
     wrapper = mlflow.pytorch.load_model(str(local))
     model = getattr(wrapper, "model", wrapper)
     return model.eval(), cfg, list(info["class_names"])
 
 
-def _example_feats(cfg: Config, max_len: int = 128) -> torch.Tensor:
+def _example_feats(cfg: WorkflowConfig, max_len: int = 128) -> torch.Tensor:
     """A real input example (first test video's first snippets) for the model signature."""
     import numpy as np
 
@@ -149,10 +150,10 @@ def _example_feats(cfg: Config, max_len: int = 128) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, dtype=np.float32)).T[None]  # a copy: mmap is read-only
 
 
-def log_trained_model(cfg: Config, model_path: str | Path) -> ModelInfo:
+def log_trained_model(cfg: WorkflowConfig, model_path: str | Path) -> ModelInfo:
     """Log the checkpoint ``model_path`` (the deployable weights, EMA if kept) as the active
     run's model, with a real input example and the checkpoint riding along."""
     from amnet.engine import load_model_for_inference
 
-    model, ck_cfg, classes = load_model_for_inference(model_path)
+    model, ck_cfg, classes = load_model_for_inference(model_path, schema=WorkflowConfig)
     return log_model(model, _example_feats(cfg), None, classes, ck_cfg, checkpoint=model_path)

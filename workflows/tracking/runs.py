@@ -36,8 +36,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from amnet.config import Config
 from amnet.io import read_json_object, write_json
+from workflows.config import WorkflowConfig
 from workflows.tracking.datasets import log_dataset_inputs
 from workflows.tracking.provenance import feature_set_tags, git_tags
 from workflows.tracking.registry import log_trained_model
@@ -76,7 +76,7 @@ def _param_value(v: Any) -> str:
     return json.dumps(v) if isinstance(v, list | dict) else str(v)
 
 
-def log_config(cfg: Config, run_id: str | None = None) -> None:
+def log_config(cfg: WorkflowConfig, run_id: str | None = None) -> None:
     """All resolved params, flattened (``model.gam_depth``...)."""
     params = {k: _param_value(v) for k, v in cfg.flat().items()}
     if run_id is None:
@@ -86,9 +86,9 @@ def log_config(cfg: Config, run_id: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def start_run(cfg: Config, *, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
-              parent_run_id: str | None = None, nested: bool = False,
-              run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+def start_run(cfg: WorkflowConfig, *, run_name: str | None = None,
+              tags: Mapping[str, Any] | None = None, parent_run_id: str | None = None,
+              nested: bool = False, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """A tracked run in ``cfg.tracking.experiment`` with params and provenance tags.
 
     ``run_id`` re-opens an existing run (e.g. evaluate adding test metrics to the train run):
@@ -266,7 +266,7 @@ def read_run_id(path: str | Path, *, required: bool = False, hint: str = "") -> 
     return run_id
 
 
-def stand_in_runs(cfg: Config, source_run_id: str, *,
+def stand_in_runs(cfg: WorkflowConfig, source_run_id: str, *,
                   checkpoint_sha256: str | None = None) -> list[Any]:
     """Runs of ``cfg.tracking.experiment`` that ``amnet evaluate`` logged for the recorded run
     ``source_run_id`` when that run was not in this store (tag ``amnet.source_run_id``),
@@ -282,7 +282,7 @@ def stand_in_runs(cfg: Config, source_run_id: str, *,
                                    order_by=["attributes.start_time DESC"], max_results=50))
 
 
-def _run_with_resume_key(cfg: Config, key: str) -> str | None:
+def _run_with_resume_key(cfg: WorkflowConfig, key: str) -> str | None:
     """The latest run of the experiment tagged with ``key`` (the training it continues)."""
     exp_id = get_or_create_experiment(cfg)
     runs = MlflowClient().search_runs(
@@ -304,7 +304,7 @@ def _end_killed(run_id: str, resume_command: str | Callable[[], str] | None) -> 
 
 
 @contextlib.contextmanager
-def training_run(cfg: Config, out_dir: str | Path, *, params_file: str | None = None,
+def training_run(cfg: WorkflowConfig, out_dir: str | Path, *, params_file: str | None = None,
                  resume: bool = False, run_name: str | None = None,
                  tags: Mapping[str, Any] | None = None, resume_key: str | None = None,
                  resume_command: str | Callable[[], str] | None = None

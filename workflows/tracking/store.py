@@ -18,8 +18,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from amnet.config import Config
 from amnet.errors import AmnetError
+from workflows.config import WorkflowConfig
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
@@ -58,7 +58,7 @@ def project_root() -> Path:
     return cwd
 
 
-def resolve_tracking_uri(cfg: Config) -> str:
+def resolve_tracking_uri(cfg: WorkflowConfig) -> str:
     """``cfg.tracking.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded store.
 
     Relative SQLite paths are made absolute against :func:`project_root`; the file store
@@ -80,7 +80,7 @@ def resolve_tracking_uri(cfg: Config) -> str:
     return uri
 
 
-def _artifact_location(cfg: Config, uri: str, experiment: str) -> str | None:
+def _artifact_location(cfg: WorkflowConfig, uri: str, experiment: str) -> str | None:
     """Explicit artifact folder ``<artifact_root>/<experiment>`` for a new experiment
     (None = let a server choose)."""
     root = cfg.tracking.artifact_root
@@ -126,7 +126,7 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
             raise TrackingError(f"MLflow store folder {folder} is not writable")
 
 
-def configure(cfg: Config) -> str:
+def configure(cfg: WorkflowConfig) -> str:
     """Point MLflow (tracking + registry) at the project's store; checked once per process."""
     uri = resolve_tracking_uri(cfg)
     if uri not in _CHECKED:
@@ -137,7 +137,7 @@ def configure(cfg: Config) -> str:
     return uri
 
 
-def get_or_create_experiment(cfg: Config, name: str | None = None) -> str:
+def get_or_create_experiment(cfg: WorkflowConfig, name: str | None = None) -> str:
     """Experiment id of ``name`` (default ``cfg.tracking.experiment``), created if missing.
 
     A fresh experiment gets an explicit, absolute artifact location; otherwise MLflow would
