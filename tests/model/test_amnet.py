@@ -7,7 +7,9 @@ import torch
 
 from amnet.config import load_config
 from amnet.errors import ConfigError
+from amnet.losses import triplet_loss
 from amnet.model import AMNet, ModelOutput
+from amnet.model.ame import pack_steps
 
 SMALL = ["model.embed_dim=16", "model.n_heads=2", "model.fpn_levels=4", "model.gam_depth=1",
          "model.head_layers=1", "model.ame_layers=2", "data.max_seq_len=64",
@@ -82,6 +84,40 @@ def test_mask_phase_returns_triplet_loss_touching_only_ame() -> None:
         model(x, mask, phase="mask")
     with pytest.raises(ValueError, match="AME"):
         _model("model.ame=false")(x, mask, phase="mask", pos_mask=pos)
+
+
+def _unpacked_mask_loss(model: AMNet, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+                        ) -> torch.Tensor:
+    """Reference for Eq. 1–3: three separate AME passes on F, F_pos and F_neg."""
+    x = x * mask[:, None]
+    pos = pos & mask
+    f_pos, m_pos = pack_steps(x, pos)
+    f_neg, m_neg = pack_steps(x, mask & ~pos)
+    return triplet_loss(model.ame(x, mask), pos, model.ame(f_pos, m_pos), m_pos,
+                        model.ame(f_neg, m_neg), m_neg, model.triplet_margin)
+
+
+@pytest.mark.parametrize("ame_layers", [1, 3])
+def test_packed_mask_phase_equals_three_separate_ame_passes(ame_layers: int) -> None:
+    """The packed ``[pos | gap | neg]`` batch gives the unpacked loss and AME gradients."""
+    model = _model(f"model.ame_layers={ame_layers}").train()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 6, 32, generator=g)
+    mask = torch.ones(4, 32, dtype=torch.bool)
+    mask[1, 20:] = False
+    mask[3, 9:] = False
+    pos = torch.rand(4, 32, generator=g) > 0.6
+    pos[2] = False                                   # no action: left out of the mean
+    pos[3, :9] = True                                # only actions: no background
+    pos[0, 0] = pos[0, 31] = True                    # actions touching both ends
+    got = model(x, mask, phase="mask", pos_mask=pos)
+    got_grads = torch.autograd.grad(got, model.ame_parameters())
+    ref = _unpacked_mask_loss(model, x, mask, pos)
+    ref_grads = torch.autograd.grad(ref, model.ame_parameters())
+    assert ref.item() > 0
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+    for a, b in zip(got_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
 def test_invalid_inputs_and_switch_combinations() -> None:
