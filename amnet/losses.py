@@ -77,7 +77,8 @@ def matching_loss(match_logits: torch.Tensor, tiou: torch.Tensor,
 
 def triplet_loss(f_mask: torch.Tensor, pos_mask: torch.Tensor, f_pos: torch.Tensor,
                  f_pos_mask: torch.Tensor, f_neg: torch.Tensor, f_neg_mask: torch.Tensor,
-                 margin: float = 1.0) -> torch.Tensor:
+                 margin: float = 1.0, neg_anchor_mask: torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """Mask representation loss, Eq. 2–3, with F_mask as the anchor.
 
     Args:
@@ -99,6 +100,12 @@ def triplet_loss(f_mask: torch.Tensor, pos_mask: torch.Tensor, f_pos: torch.Tens
     closer to the action prototype than to the background one — a per-step, action-aware
     mask, which is what Eq. 4 applies — instead of constraining only one video-level mean.
 
+    ``neg_anchor_mask`` (B, T) (``loss.triplet_anchors=both``): the background steps are
+    anchors too, with the roles swapped (``[d_neg − d_pos + α]+``: closer to the background
+    prototype than to the action one); a video's loss is then the mean of its action-anchor
+    mean and its background-anchor mean, so the usually far more numerous background steps do
+    not drown the action ones.
+
     Videos with no action step or no background step have no triplet and are left out; when
     no video in the batch has one, the loss is a zero that still depends on ``f_mask`` (so
     backward and DDP see the AME parameters).
@@ -114,6 +121,10 @@ def triplet_loss(f_mask: torch.Tensor, pos_mask: torch.Tensor, f_pos: torch.Tens
     per_step = F.relu(d_pos - d_neg + margin)
     w = pos_mask.to(per_step.dtype)
     per_video = (per_step * w).sum(1) / w.sum(1).clamp(min=1)
+    if neg_anchor_mask is not None:
+        wn = neg_anchor_mask.to(per_step.dtype)
+        swapped = F.relu(d_neg - d_pos + margin)
+        per_video = 0.5 * (per_video + (swapped * wn).sum(1) / wn.sum(1).clamp(min=1))
     ok = (f_pos_mask.any(1) & f_neg_mask.any(1) & pos_mask.any(1)).to(per_video.dtype)
     # mean over the videos that have a triplet, without a host sync; all-zero weights give
     # a zero that still depends on f_mask

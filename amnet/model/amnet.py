@@ -33,12 +33,15 @@ class AMNet(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, in_dim: int, num_classes: int, *,
-                 triplet_margin: float = 1.0) -> None:
+                 triplet_margin: float = 1.0, triplet_anchors: str = "action") -> None:
         super().__init__()
         if cfg.gam and not cfg.self_attention:
             raise ConfigError("model.gam=true needs model.self_attention=true (the group "
                               "attention works on self-attended levels); set both false for "
                               "the attention-free baseline")
+        if cfg.attention_window and (cfg.attention_window < 3 or cfg.attention_window % 2 == 0):
+            raise ConfigError(f"model.attention_window must be 0 (global) or an odd number >= 3, "
+                              f"got {cfg.attention_window}")
         if cfg.head_kernel % 2 != 1:
             raise ConfigError(f"model.head_kernel must be odd, got {cfg.head_kernel}")
         self.cfg = cfg
@@ -46,11 +49,20 @@ class AMNet(nn.Module):
         self.num_classes = num_classes
         self.levels = cfg.fpn_levels
         self.triplet_margin = triplet_margin
+        if triplet_anchors not in ("action", "both"):
+            raise ConfigError(f"loss.triplet_anchors must be action or both, got "
+                              f"{triplet_anchors!r}")
+        self.triplet_anchors = triplet_anchors
         self.ame = AME(in_dim, cfg.embed_dim, cfg.ame_layers) if cfg.ame else None
+        if self.ame is not None and cfg.ame_init_scale != 1.0:
+            with torch.no_grad():  # Eq. 4 starts near F + 0 for small scales
+                self.ame.out.weight.mul_(cfg.ame_init_scale)
+                self.ame.out.bias.mul_(cfg.ame_init_scale)
         self.gam = GAM(in_dim, cfg.embed_dim, cfg.fpn_levels, heads=cfg.n_heads,
                        depth=cfg.gam_depth, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
                        self_attention=cfg.self_attention, group=cfg.gam,
-                       short_levels=cfg.short_levels)
+                       short_levels=cfg.short_levels, window=cfg.attention_window,
+                       position=cfg.position, drop_path=cfg.drop_path)
         self.heads = Heads(cfg.embed_dim, num_classes, cfg.fpn_levels, layers=cfg.head_layers,
                            kernel=cfg.head_kernel, prior_prob=cfg.prior_prob,
                            matching=cfg.matching_head)
@@ -107,8 +119,9 @@ class AMNet(nn.Module):
         out = self.ame(xs, ms)
         b = feats.shape[0]
         f_mask, f_packed = out[:b, :, :feats.shape[2]], out[b:]
+        neg_anchors = mask & ~pos_mask if self.triplet_anchors == "both" else None
         return triplet_loss(f_mask, pos_mask, f_packed, m_pos, f_packed, m_neg,
-                            self.triplet_margin)
+                            self.triplet_margin, neg_anchors)
 
     def detect(self, feats: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
         """Detector pass (§3.3): padded (B, C, T), (B, T) → :class:`ModelOutput`."""
