@@ -120,6 +120,38 @@ def test_packed_mask_phase_equals_three_separate_ame_passes(ame_layers: int) -> 
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
+def test_ame_init_scale_scales_the_output_layer_and_zero_is_identity() -> None:
+    ref, small, zero = (_model(f"model.ame_init_scale={s}") for s in (1.0, 0.1, 0.0))
+    torch.testing.assert_close(small.ame.out.weight, 0.1 * ref.ame.out.weight)
+    torch.testing.assert_close(small.ame.out.bias, 0.1 * ref.ame.out.bias)
+    for name, p in ref.ame.blocks.named_parameters():          # the rest is untouched
+        assert torch.equal(p, dict(small.ame.blocks.named_parameters())[name])
+    x, m = torch.randn(2, 6, 16), torch.ones(2, 16, dtype=torch.bool)
+    assert torch.equal(zero.ame.refine(x, m), x)                # Eq. 4 starts at F + 0
+    assert not torch.allclose(ref.ame.refine(x, m), x)
+
+
+def test_triplet_anchors_both_adds_background_anchors() -> None:
+    x = torch.randn(2, 6, 24, generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(2, 24, dtype=torch.bool)
+    pos = torch.zeros(2, 24, dtype=torch.bool)
+    pos[:, 5:12] = True
+    action = _model().train()
+    both = _model()
+    both.triplet_anchors = "both"
+    both.train()
+    a = action(x, mask, phase="mask", pos_mask=pos)
+    b = both(x, mask, phase="mask", pos_mask=pos)
+    assert not torch.allclose(a, b)
+    # by hand: the mean of the action-anchor loss and the same loss with the roles swapped
+    f = both.ame(x, mask)
+    (fp, mp), (fn, mn) = pack_steps(x, pos), pack_steps(x, ~pos)
+    bg = triplet_loss(f, ~pos, both.ame(fn, mn), mn, both.ame(fp, mp), mp, both.triplet_margin)
+    torch.testing.assert_close(b, 0.5 * (a + bg), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ConfigError, match="triplet_anchors"):
+        AMNet(load_config(None, SMALL).model, 6, 5, triplet_anchors="background")
+
+
 def test_invalid_inputs_and_switch_combinations() -> None:
     model = _model()
     with pytest.raises(ValueError, match=r"\(B, 6, T\)"):
