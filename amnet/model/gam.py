@@ -250,7 +250,13 @@ class GAM(nn.Module):
 
     Switches (Tables 2–3): ``self_attention=False`` uses no attention at all (the FPN output
     goes straight to the heads: the anchor-free conv-pyramid baseline); ``group=False`` keeps
-    per-level self-attention only.
+    per-level self-attention only. ``window`` > 0 makes every attention local
+    (:func:`local_attention`: self-attention over ``window`` steps of the level, cross-attention
+    over ``window`` steps of each level of the other group at the aligned position), so the
+    cost is linear in T; ``position="sinusoidal"`` adds a sinusoidal code of each step's
+    snippet index to every level before the attention blocks (none by default: the model's
+    only position cue is then the convs' zero padding at the video's ends); ``drop_path`` is
+    stochastic depth on every residual branch of the attention blocks.
     """
 
     def __init__(self, in_dim: int, dim: int, levels: int, *, heads: int, depth: int,
