@@ -16,6 +16,7 @@ SMALL = ["model.embed_dim=16", "model.n_heads=2", "model.fpn_levels=4", "model.g
          "model.regression_ranges=[[0,4],[4,8],[8,16],[16,10000]]"]
 SWITCHES = {
     "full": [],
+    "window": ["model.attention_window=3", "model.position=sinusoidal"],
     "no_gam": ["model.gam=false"],
     "baseline": ["model.ame=false", "model.gam=false", "model.self_attention=false",
                  "model.matching_head=false"],
@@ -160,3 +161,6 @@ def test_invalid_inputs_and_switch_combinations() -> None:
         model(torch.randn(1, 6, 8), torch.ones(1, 8, dtype=torch.bool), phase="train")
     with pytest.raises(ConfigError, match="self_attention"):
         _model("model.gam=true", "model.self_attention=false")
+    for bad in (1, 4):
+        with pytest.raises(ConfigError, match="attention_window"):
+            _model(f"model.attention_window={bad}")
