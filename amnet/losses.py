@@ -77,7 +77,8 @@ def matching_loss(match_logits: torch.Tensor, tiou: torch.Tensor,
 
 def triplet_loss(f_mask: torch.Tensor, pos_mask: torch.Tensor, f_pos: torch.Tensor,
                  f_pos_mask: torch.Tensor, f_neg: torch.Tensor, f_neg_mask: torch.Tensor,
-                 margin: float = 1.0) -> torch.Tensor:
+                 margin: float = 1.0, neg_anchor_mask: torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """Mask representation loss, Eq. 2–3, with F_mask as the anchor.
 
     Args:
@@ -99,6 +100,12 @@ def triplet_loss(f_mask: torch.Tensor, pos_mask: torch.Tensor, f_pos: torch.Tens
     closer to the action prototype than to the background one — a per-step, action-aware
     mask, which is what Eq. 4 applies — instead of constraining only one video-level mean.
 
+    ``neg_anchor_mask`` (B, T) (``loss.triplet_anchors=both``): the background steps are
+    anchors too, with the roles swapped (``[d_neg − d_pos + α]+``: closer to the background
+    prototype than to the action one); a video's loss is then the mean of its action-anchor
+    mean and its background-anchor mean, so the usually far more numerous background steps do
+    not drown the action ones.
+
     Videos with no action step or no background step have no triplet and are left out; when
     no video in the batch has one, the loss is a zero that still depends on ``f_mask`` (so
     backward and DDP see the AME parameters).
@@ -114,20 +121,28 @@ def triplet_loss(f_mask: torch.Tensor, pos_mask: torch.Tensor, f_pos: torch.Tens
     per_step = F.relu(d_pos - d_neg + margin)
     w = pos_mask.to(per_step.dtype)
     per_video = (per_step * w).sum(1) / w.sum(1).clamp(min=1)
-    ok = f_pos_mask.any(1) & f_neg_mask.any(1) & pos_mask.any(1)
-    if not bool(ok.any()):
-        return f_mask.sum() * 0.0
-    return per_video[ok].mean()
+    if neg_anchor_mask is not None:
+        wn = neg_anchor_mask.to(per_step.dtype)
+        swapped = F.relu(d_neg - d_pos + margin)
+        per_video = 0.5 * (per_video + (swapped * wn).sum(1) / wn.sum(1).clamp(min=1))
+    ok = (f_pos_mask.any(1) & f_neg_mask.any(1) & pos_mask.any(1)).to(per_video.dtype)
+    # mean over the videos that have a triplet, without a host sync; all-zero weights give
+    # a zero that still depends on f_mask
+    return (per_video * ok).sum() / ok.sum().clamp(min=1)
 
 
 @dataclass
 class DetectionLosses:
-    """Detector losses for one batch, each already divided by the normaliser."""
+    """Detector losses for one batch, each already divided by the normaliser.
+
+    ``num_pos`` is the batch's positive-point count as a 0-dim tensor (``int()`` of it is the
+    only host sync, left to whoever asks).
+    """
 
     cls: torch.Tensor
     reg: torch.Tensor
     mat: torch.Tensor
-    num_pos: int
+    num_pos: torch.Tensor
 
     def total(self, lambda1: float) -> torch.Tensor:
         """The detector part of Eq. 12: ``L_cls + λ1 (L_reg + L_mat)``."""
@@ -141,21 +156,18 @@ def detection_losses(out: ModelOutput, targets: Targets, normalizer: float, *,
 
     L_cls over every valid point and class; L_reg and L_mat over positive points only (only
     they have a ground-truth boundary to measure tIoU against). ``L_mat`` is 0 without a
-    matching head.
+    matching head. The sums are masked, not gathered (no boolean indexing, hence no host
+    sync); with no positive point L_reg and L_mat are zeros that keep the graph (DDP, AMP).
     """
     valid = out.mask
     pos = targets.pos & valid
-    num_pos = int(pos.sum())
-    cls = sigmoid_focal_loss(out.cls_logits[valid], targets.cls[valid], focal_alpha,
-                             focal_gamma).sum() / normalizer
-    pred, tgt = out.offsets[pos], targets.dist[pos]
-    tiou = segment_tiou(pred, tgt)
-    reg = (1.0 - tiou).sum() / normalizer
-    if num_pos == 0:  # keep the graph (DDP, AMP) but add nothing
-        reg = out.offsets.sum() * 0.0
-    mat = out.cls_logits.new_zeros(())
+    zero = out.cls_logits.new_zeros(())
+    focal = sigmoid_focal_loss(out.cls_logits, targets.cls, focal_alpha, focal_gamma)
+    cls = torch.where(valid[..., None], focal, zero).sum() / normalizer
+    tiou = segment_tiou(out.offsets, targets.dist)
+    reg = torch.where(pos, 1.0 - tiou, zero).sum() / normalizer
+    mat = zero
     if out.match_logits is not None:
-        mat = matching_loss(out.match_logits[pos], tiou, matching).sum() / normalizer
-        if num_pos == 0:
-            mat = out.match_logits.sum() * 0.0
-    return DetectionLosses(cls=cls, reg=reg, mat=mat, num_pos=num_pos)
+        mat = torch.where(pos, matching_loss(out.match_logits, tiou, matching),
+                          zero).sum() / normalizer
+    return DetectionLosses(cls=cls, reg=reg, mat=mat, num_pos=pos.sum())

@@ -1,11 +1,18 @@
 """AMNet train-step time, peak memory and inference time at THUMOS14 shape, per ablation.
 
 Shape (defaults): T = 2304 snippets, C = 2048 (I3D RGB+flow), batch 2, width 512, the rest of
-``params/thumos14.yaml`` (6 levels, GAM depth 2). A train step is the engine's real two-phase
-step (``mask_phase`` + ``detect_phase``: triplet backward + AdamW step on the AME, detector
-backward + AdamW step, label assignment included) on random features with ~15 random actions
-per video. Inference is one full-length video: forward + ``amnet.inference.postprocess``
-(decoding, scoring, Soft-NMS).
+``params/thumos14.yaml`` (6 levels, GAM depth 2). Issue 16's CPU recipe (ActionFormer's
+THUMOS14 one reduced): ``--length 1152 --channels 1024 --width 256 --batch 2``.
+
+A train step is the engine's real two-phase step (``mask_phase`` + ``detect_phase``: triplet
+backward + AdamW step on the AME, detector backward + AdamW step, label assignment included)
+on random features with ~15 random actions per video (median of ``--steps``). Inference is
+one whole video of each ``--infer-lengths`` (default 2,304 and 9,216 snippets; median of
+``--infer-runs``): forward + ``amnet.inference.postprocess`` (decoding, scoring, Soft-NMS);
+the last column is the time ratio of the longest to the shortest (4 = linear in T for 4x the
+length, 16 = quadratic). Variants: the Table 2 rows, ``full_window19`` (the full model with
+``model.attention_window=19``) and ``actionformer_like`` (per-level self-attention only,
+window 19: the issue-16 reference).
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` per variant; on CPU each variant runs
 in a fresh subprocess and reports its peak resident set size (weights + optimiser state +
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -50,6 +58,10 @@ VARIANTS: dict[str, list[str]] = {
     "no_ms": ["model.matching_head=false", "infer.confidence=sigmoid"],
     "baseline": ["model.ame=false", "model.gam=false", "model.self_attention=false",
                  "model.matching_head=false", "infer.confidence=sigmoid"],
+    # issue 16 §2-3: local windows (ActionFormer: 19 on every level)
+    "full_window19": ["model.attention_window=19"],
+    "actionformer_like": ["model.ame=false", "model.gam=false", "model.self_attention=true",
+                          "model.attention_window=19"],
 }
 
 
@@ -102,27 +114,30 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     model.eval()
-    one, one_mask = feats[:1], mask[:1]
-    meta = [{"video_id": "v", "fps": 30.0, "stride": 4, "window": 16,
-             "duration": args.length * 4 / 30.0, "offset": 0}]
-    infer = []
-    with torch.no_grad(), engine.autocast(device, args.amp):
-        for i in range(args.warmup + args.infer_runs):
-            _sync(device)
-            t0 = time.perf_counter()
-            out = model(one, one_mask)
-            postprocess(out, meta, cfg.infer)
-            _sync(device)
-            if i >= args.warmup:
-                infer.append(time.perf_counter() - t0)
     row: dict[str, float | str] = {
         "variant": variant,
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-        "train_step_s": sum(times) / len(times),
-        "infer_video_s": sum(infer) / len(infer),
+        "train_step_s": statistics.median(times),
     }
     if peak is not None:
         row["peak_mem_GiB"] = peak
+    for length in args.infer_lengths:  # one whole video per length (median of runs)
+        g = torch.Generator().manual_seed(length)
+        one = torch.rand(1, args.channels, length, generator=g).to(device)
+        one_mask = torch.ones(1, length, dtype=torch.bool, device=device)
+        meta = [{"video_id": "v", "fps": 30.0, "stride": 4, "window": 16,
+                 "duration": length * 4 / 30.0, "offset": 0}]
+        infer = []
+        with torch.no_grad(), engine.autocast(device, args.amp):
+            for i in range(args.warmup + args.infer_runs):
+                _sync(device)
+                t0 = time.perf_counter()
+                out = model(one, one_mask)
+                postprocess(out, meta, cfg.infer)
+                _sync(device)
+                if i >= args.warmup:
+                    infer.append(time.perf_counter() - t0)
+        row[f"infer_{length}_s"] = statistics.median(infer)
     return row
 
 
@@ -131,7 +146,8 @@ def _child(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
     cmd = [sys.executable, __file__, "--child", variant, "--device", args.device,
            "--amp", args.amp, "--length", str(args.length), "--channels", str(args.channels),
            "--batch", str(args.batch), "--width", str(args.width), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--infer-runs", str(args.infer_runs)]
+           "--warmup", str(args.warmup), "--infer-runs", str(args.infer_runs),
+           "--infer-lengths", *map(str, args.infer_lengths)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -190,6 +206,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed train steps")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--infer-runs", type=int, default=3)
+    p.add_argument("--infer-lengths", type=int, nargs="+", default=[2304, 9216],
+                   help="whole-video inference lengths of the table (the last/first ratio is "
+                        "printed: 4 = linear in T for 2304 → 9216, 16 = quadratic)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--infer-scaling", action="store_true",
@@ -218,12 +237,16 @@ def main() -> None:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(f"base process RSS (interpreter + torch): {base:.2f} GiB")
     mem_key = "peak_mem_GiB" if device.type == "cuda" else "peak_rss_GiB"
-    print(f"{'variant':<14}{'params (M)':>11}{'train step (s)':>16}{mem_key:>15}"
-          f"{'infer/video (s)':>17}")
+    lens = args.infer_lengths
+    ratio = f"{lens[-1]}/{lens[0]}"
+    print(f"{'variant':<19}{'params (M)':>11}{'train step (s)':>16}{mem_key:>15}"
+          + "".join(f"{'infer T=' + str(n) + ' (s)':>19}" for n in lens) + f"{ratio:>12}")
     for v in args.variants:
         row = measure(args, v) if device.type == "cuda" else _child(args, v)
-        print(f"{v:<14}{row['params_M']:>11.2f}{row['train_step_s']:>16.3f}"
-              f"{row[mem_key]:>15.2f}{row['infer_video_s']:>17.3f}", flush=True)
+        cells = "".join(f"{row[f'infer_{n}_s']:>19.3f}" for n in lens)
+        r = row[f"infer_{lens[-1]}_s"] / row[f"infer_{lens[0]}_s"]
+        print(f"{v:<19}{row['params_M']:>11.2f}{row['train_step_s']:>16.3f}"
+              f"{row[mem_key]:>15.2f}{cells}{r:>11.2f}x", flush=True)
 
 
 if __name__ == "__main__":

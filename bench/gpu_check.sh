@@ -97,7 +97,7 @@ text = open(sys.argv[1]).read()
 rows = []
 for amp, block in re.findall(r"amp=(\w+).*?\n(?:.*\n)*?(full .*)", text):
     f = block.split()
-    rows.append((f"train step, full AMNet, amp={amp} (s) / peak mem (GiB) / infer (s)",
+    rows.append((f"train step, full AMNet, amp={amp} (s) / peak mem (GiB) / infer T=2304 (s)",
                  f"{f[2]} / {f[3]} / {f[4]}"))
 for line in text.splitlines():
     s = line.strip()

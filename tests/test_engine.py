@@ -72,6 +72,35 @@ def test_two_phase_step_updates_ame_then_detector(data_root: Path) -> None:
     assert "heads.omega_b" in moved and "heads.omega_m" in moved
 
 
+def test_separate_ame_optimizer_keeps_the_triplet_moments_apart(data_root: Path,
+                                                               tmp_path: Path) -> None:
+    """``train.ame_optimizer=separate``: phase 1 steps the AME with its own AdamW (the main
+    one holds no state after it), phase 2 with the main one; both go through a checkpoint."""
+    cpu = torch.device("cpu")
+    cfg, train, _ = _setup(data_root, "train.ame_optimizer=separate")
+    state, loader = _state(cfg, train)
+    assert state.ame_optimizer is not None
+    feats, mask, segments, labels = engine.batch_to(next(iter(loader)), cpu)
+    before = _snapshot(state.model)
+    engine.mask_phase(state, state.model, feats, mask, segments, cfg, cpu)
+    assert not state.optimizer.state and len(state.ame_optimizer.state) > 0
+    moved = {k for k, v in _snapshot(state.model).items() if not torch.equal(v, before[k])}
+    assert moved and all(k.startswith("ame.") for k in moved)
+    exp_avg = {id(p): s["exp_avg"].clone() for p, s in state.ame_optimizer.state.items()}
+    engine.detect_phase(state, state.model, feats, mask, segments, labels, cfg, cpu)
+    ame = state.model.ame_parameters()
+    assert all(id(p) in {id(q) for q in state.optimizer.state} for p in ame)
+    for p, s in state.ame_optimizer.state.items():      # phase 2 left the AME's own moments
+        assert torch.equal(s["exp_avg"], exp_avg[id(p)])
+    engine.save_checkpoint(tmp_path / "c.pt", state, cfg)
+    loaded, _ = engine.load_checkpoint(tmp_path / "c.pt", cfg)
+    for (pa, sa), (pb, sb) in zip(state.ame_optimizer.state.items(),
+                                  loaded.ame_optimizer.state.items(), strict=True):
+        assert pa.shape == pb.shape and torch.equal(sa["exp_avg"], sb["exp_avg"])
+    shared_cfg, _, _ = _setup(data_root)
+    assert _state(shared_cfg, train)[0].ame_optimizer is None       # the default: one AdamW
+
+
 def test_phase_one_is_skipped_without_ame_or_lambda2(data_root: Path) -> None:
     for extra in (["model.ame=false"], ["loss.lambda2=0"]):
         cfg, train, _ = _setup(data_root, *extra)

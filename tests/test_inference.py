@@ -370,6 +370,34 @@ def test_postprocess_equals_topk_then_reference_nms() -> None:
     np.testing.assert_array_equal(d.labels, lab[[x[0] for x in ref]])
 
 
+def test_topk_per_level_keeps_coarse_levels_that_a_global_topk_crowds_out() -> None:
+    """Level 0 (40 points) outscores level 1 (10 long actions): a global top-8 keeps only
+    level 0; ``infer.topk_per_level=4`` keeps 4 of each level, in descending score order."""
+    n0, n1, C = 40, 10, 2
+    cls = torch.full((1, n0 + n1, C), -20.0)
+    cls[0, :n0, 0] = torch.linspace(6.0, 4.0, n0)           # dense level: high scores
+    cls[0, n0:, 1] = torch.linspace(3.0, 1.0, n1)           # coarse level: lower
+    offsets = torch.ones(1, n0 + n1, 2)
+    offsets[0, n0:] = 20.0
+    lvl = torch.cat([torch.zeros(n0, dtype=torch.long), torch.ones(n1, dtype=torch.long)])
+    out = ModelOutput(cls_logits=cls, offsets=offsets, match_logits=None,
+                      points=torch.cat([torch.arange(float(n0)) * 2 + 30,
+                                        torch.arange(float(n1)) * 16 + 30]),
+                      strides=torch.cat([torch.ones(n0), torch.full((n1,), 2.0)]),
+                      level_ids=lvl, mask=torch.ones(1, n0 + n1, dtype=torch.bool),
+                      level_lengths=[n0, n1])
+    base = dict(confidence="sigmoid", max_detections=100, min_duration=0.0, nms_sigma=1e9)
+    (glob,) = postprocess(out, [meta("v")], InferConfig(pre_nms_topk=8, **base))
+    assert len(glob) == 8 and set(glob.labels.tolist()) == {0}
+    (per,) = postprocess(out, [meta("v")],
+                         InferConfig(pre_nms_topk=8, topk_per_level=4, **base))
+    assert len(per) == 8 and sorted(per.labels.tolist()) == [0] * 4 + [1] * 4
+    assert np.all(np.diff(per.scores) <= 0)
+    # the coarse level's four best are there (its long segments, 40 snippets)
+    long = per.segments[per.labels == 1]
+    assert np.allclose(long[:, 1] - long[:, 0], 40 * 4 / 30)
+
+
 def test_postprocess_clips_and_drops_short_segments() -> None:
     N = 10
     cls = torch.full((1, N, 1), -20.0)

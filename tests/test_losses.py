@@ -84,6 +84,35 @@ def test_triplet_loss_by_hand() -> None:
     torch.testing.assert_close(got, torch.tensor(1.25))  # (0 + 2.5) / 2
 
 
+def test_triplet_loss_with_background_anchors_by_hand() -> None:
+    """``triplet_anchors=both`` on the case above: video 0's background steps (7, 7) →
+    (1, 1)/√2 are equally far (2 − √2) from both prototypes, so each swapped term is
+    [d_neg − d_pos + α]+ = α; the video's loss is the mean of the action (1.5) and background
+    (α = 1) means."""
+    f_mask = torch.zeros(2, 2, 4)
+    f_mask[0, :, 0] = torch.tensor([3.0, 0.0])
+    f_mask[0, :, 1] = torch.tensor([0.0, 0.5])
+    f_mask[0, :, 2:] = 7.0
+    f_mask[1] = 1.0
+    pos = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    neg_anchor = torch.tensor([[False, False, True, True], [False] * 4])
+    f_pos = torch.zeros(2, 2, 2)
+    f_pos[0, 0] = 2.0
+    f_pos[1, 1] = 1.0
+    f_neg = torch.zeros(2, 2, 2)
+    f_neg[0, 1, 0] = 4.0
+    m_pos = torch.tensor([[True, True], [True, True]])
+    m_neg = torch.tensor([[True, False], [False, False]])
+    got = triplet_loss(f_mask, pos, f_pos, m_pos, f_neg, m_neg, 1.0, neg_anchor)
+    torch.testing.assert_close(got, torch.tensor(0.5 * (1.5 + 1.0)))
+    got = triplet_loss(f_mask, pos, f_pos, m_pos, f_neg, m_neg, 0.5, neg_anchor)
+    torch.testing.assert_close(got, torch.tensor(0.5 * (1.25 + 0.5)))
+    # a background anchor on the action prototype is penalised by 2 + α
+    f_mask[0, :, 2:] = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    got = triplet_loss(f_mask, pos, f_pos, m_pos, f_neg, m_neg, 1.0, neg_anchor)
+    torch.testing.assert_close(got, torch.tensor(0.5 * (1.5 + 3.0)))
+
+
 def test_triplet_loss_without_any_triplet_is_zero_with_graph() -> None:
     f_mask = torch.randn(1, 3, 5, requires_grad=True)
     pos = torch.zeros(1, 5, dtype=torch.bool)

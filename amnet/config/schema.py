@@ -114,6 +114,20 @@ class ModelConfig:
         help="per level [low, high] of a point's larger distance to the action's ends, in "
              "input snippets (amnet.model.assign)")
     prior_prob: float = _f(0.01, gt=0, lt=1)
+    attention_window: int = _f(0, ge=0, help="per-level self-attention and group "
+                               "cross-attention over a local window of this many steps (odd, "
+                               ">= 3; linear in T; cross-attention: each query sees this window "
+                               "of every level of the other group at its aligned position); "
+                               "0 = global attention (Eq. 6, 8 as written)")
+    position: Literal["none", "sinusoidal"] = _f("none", help="position information added to "
+                                                 "every level before attention: sinusoidal "
+                                                 "code of each step's snippet index (shared "
+                                                 "by all levels); none = no position input")
+    drop_path: float = _f(0.0, ge=0, lt=1, help="stochastic depth: probability of dropping "
+                          "each residual branch of the GAM blocks per video; 0 = off")
+    ame_init_scale: float = _f(1.0, ge=0, help="scale of the AME output layer's initial "
+                               "weights and bias (1 = the default init; small values start "
+                               "Eq. 4 near the identity F + 0)")
 
 
 @dataclass
@@ -128,6 +142,10 @@ class LossConfig:
     label_smoothing: float = _f(0.0, ge=0, lt=1)
     matching: Literal["l2", "l1", "bce"] = "l2"
     norm_momentum: float = _f(0.9, ge=0, lt=1, help="moving average of the positive count")
+    triplet_anchors: Literal["action", "both"] = _f("action", help="anchors of Eq. 2-3: "
+                                                    "action steps only, or both: background "
+                                                    "steps are anchors too with positive and "
+                                                    "negative swapped (the two means averaged)")
 
 
 @dataclass
@@ -149,6 +167,11 @@ class TrainConfig:
     amp: Literal["off", "bf16", "fp16"] = "off"
     eval_every: int = _f(1, ge=0, help="epochs between validation mAP; 0 = only at the end")
     checkpoint_dir: str = "outputs/checkpoints"
+    ame_optimizer: Literal["shared", "separate"] = _f("shared", help="phase 1 (triplet) steps "
+                                                      "the AME with the detector's AdamW "
+                                                      "(shared) or with its own AdamW state "
+                                                      "(separate: the two objectives' moment "
+                                                      "estimates never mix)")
 
 
 @dataclass
@@ -169,6 +192,10 @@ class InferConfig:
     window: int = _f(0, ge=0, help="snippets per inference window for long videos "
                      "(amnet/inference/windows.py); 0 = the whole video in one pass")
     window_overlap: int = _f(256, ge=0, help="snippets shared by neighbouring windows")
+    topk_per_level: int = _f(0, ge=0, help="pre-NMS candidates kept per pyramid level "
+                             "(all levels' candidates then go to Soft-NMS together; "
+                             "pre_nms_topk is not used); 0 = one global top-k (pre_nms_topk) "
+                             "over every level")
 
 
 @dataclass

@@ -27,7 +27,8 @@ def build_model(cfg: Config, in_dim: int, num_classes: int) -> AMNet:
     if not cfg.model.matching_head and cfg.infer.confidence != "sigmoid":
         raise ConfigError(f"infer.confidence={cfg.infer.confidence!r} needs the matching head; "
                           "with model.matching_head=false use infer.confidence=sigmoid")
-    return AMNet(cfg.model, in_dim, num_classes, triplet_margin=cfg.loss.triplet_margin)
+    return AMNet(cfg.model, in_dim, num_classes, triplet_margin=cfg.loss.triplet_margin,
+                 triplet_anchors=cfg.loss.triplet_anchors)
 
 
 @dataclass
@@ -37,7 +38,8 @@ class TrainState:
     ``epoch`` counts completed epochs (the next epoch to run), ``step`` completed iterations;
     ``normalizer`` is the moving average of the positive-point count that divides the detector
     losses (None until the first batch); ``ema`` the optional weight average used for
-    evaluation; ``scaler`` the fp16 gradient scaler.
+    evaluation; ``scaler`` the fp16 gradient scaler; ``ame_optimizer`` the AME's own AdamW for
+    phase 1 (``train.ame_optimizer=separate``; None = phase 1 uses ``optimizer``).
     """
 
     model: AMNet
@@ -49,6 +51,7 @@ class TrainState:
     normalizer: float | None = None
     steps_per_epoch: int = 0
     scaler: torch.amp.GradScaler | None = None
+    ame_optimizer: torch.optim.Optimizer | None = None
 
     @property
     def eval_model(self) -> nn.Module:
@@ -87,8 +90,13 @@ def build_train_state(cfg: Config, model: AMNet, steps_per_epoch: int) -> TrainS
         # torch's AveragedModel: EMA of parameters and buffers, a state_dict like any module.
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
                             use_buffers=True)
+    ame_opt = None
+    if t.ame_optimizer == "separate" and model.ame_parameters():
+        # the triplet phase's own moments; its lr follows the main schedule (mask_phase copies
+        # it), so one scheduler drives both
+        ame_opt = torch.optim.AdamW(_param_groups(model.ame, t.weight_decay), lr=t.lr)
     return TrainState(model=model, optimizer=opt, scheduler=sched, ema=ema,
-                      steps_per_epoch=steps_per_epoch)
+                      steps_per_epoch=steps_per_epoch, ame_optimizer=ame_opt)
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -38,6 +38,8 @@ def save_checkpoint(path: str | Path, state: TrainState, cfg: Config,
         "version": CHECKPOINT_VERSION,
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
+        "ame_optimizer": (state.ame_optimizer.state_dict()
+                          if state.ame_optimizer is not None else None),
         "scheduler": state.scheduler.state_dict(),
         "ema": state.ema.state_dict() if state.ema is not None else None,
         "scaler": state.scaler.state_dict() if state.scaler is not None else None,
@@ -113,6 +115,8 @@ def load_checkpoint(path: str | Path, cfg: Config | None = None, device: str | t
     try:
         state.optimizer.load_state_dict(payload["optimizer"])
         state.scheduler.load_state_dict(payload["scheduler"])
+        if state.ame_optimizer is not None and payload.get("ame_optimizer") is not None:
+            state.ame_optimizer.load_state_dict(payload["ame_optimizer"])
     except (ValueError, KeyError) as e:
         raise ModelLoadError(f"{path}: optimiser/scheduler state does not fit: {e}") from None
     if state.ema is not None and payload.get("ema") is not None:

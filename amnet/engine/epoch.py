@@ -49,11 +49,13 @@ def train_one_epoch(state: TrainState, loader: DataLoader, cfg: Config, device: 
         state.step += 1
         if state.ema is not None:
             state.ema.update_parameters(model)
-        step_losses = {
-            "loss/total": float(det.total(lc.lambda1).detach()) + lc.lambda2 * float(trip),
-            "loss/cls": float(det.cls.detach()), "loss/reg": float(det.reg.detach()),
-            "loss/mat": float(det.mat.detach()), "loss/trip": float(trip),
-        }
+        # one host sync per step for all five numbers
+        total, cls, reg, mat, trip_v = torch.stack([
+            det.total(lc.lambda1).detach().float(), det.cls.detach().float(),
+            det.reg.detach().float(), det.mat.detach().float(),
+            trip.detach().float().to(det.cls.device)]).tolist()
+        step_losses = {"loss/total": total + lc.lambda2 * trip_v, "loss/cls": cls,
+                       "loss/reg": reg, "loss/mat": mat, "loss/trip": trip_v}
         for k, v in step_losses.items():
             sums[k] += v
         n += 1

@@ -33,8 +33,11 @@ def autocast(device: torch.device, amp: str) -> Any:
 
 
 def _apply(state: TrainState, loss: torch.Tensor, params: list[nn.Parameter],
-           others: list[nn.Parameter], clip: float) -> None:
-    """Backward ``loss``, keep only ``params``' gradients, clip them, one optimiser step."""
+           others: list[nn.Parameter], clip: float,
+           optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Backward ``loss``, keep only ``params``' gradients, clip them, one step of ``optimizer``
+    (default ``state.optimizer``)."""
+    optimizer = optimizer if optimizer is not None else state.optimizer
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
     else:
@@ -43,14 +46,14 @@ def _apply(state: TrainState, loss: torch.Tensor, params: list[nn.Parameter],
         p.grad = None
     live = [p for p in params if p.grad is not None]
     if state.scaler is not None:
-        state.scaler.unscale_(state.optimizer)
+        state.scaler.unscale_(optimizer)
     if clip > 0 and live:
         torch.nn.utils.clip_grad_norm_(live, clip)
     if state.scaler is not None:
-        state.scaler.step(state.optimizer)
+        state.scaler.step(optimizer)
         state.scaler.update()
     else:
-        state.optimizer.step()
+        optimizer.step()
 
 
 def batch_to(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -65,8 +68,9 @@ def mask_phase(state: TrainState, net: nn.Module, feats: torch.Tensor, mask: tor
     """Phase 1 — mask representation learning (Eq. 1–3, §3.4).
 
     Back-propagates ``λ2 · L_trip`` and steps the AME parameters only (every other gradient
-    is cleared before the optimiser step). Returns the detached L_trip; no-op (0) without AME
-    or with λ2 = 0.
+    is cleared before the optimiser step) — with ``state.optimizer``, or with the AME's own
+    AdamW ``state.ame_optimizer`` when ``train.ame_optimizer=separate``. Returns the detached
+    L_trip; no-op (0) without AME or with λ2 = 0.
     """
     model = state.model
     ame = model.ame_parameters()
@@ -74,11 +78,16 @@ def mask_phase(state: TrainState, net: nn.Module, feats: torch.Tensor, mask: tor
         return torch.zeros((), device=device)
     ame_ids = {id(p) for p in ame}
     rest = [p for p in model.parameters() if id(p) not in ame_ids]
+    opt = state.ame_optimizer
+    if opt is not None:  # train.ame_optimizer=separate: same lr schedule, own moments
+        lr = state.optimizer.param_groups[0]["lr"]
+        for group in opt.param_groups:
+            group["lr"] = lr
     state.optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
         trip = net(feats, mask, phase="mask", pos_mask=inside_segments(segments, mask)).float()
     _check_finite(trip, "triplet", state)
-    _apply(state, cfg.loss.lambda2 * trip, ame, rest, cfg.train.clip_grad)
+    _apply(state, cfg.loss.lambda2 * trip, ame, rest, cfg.train.clip_grad, opt)
     return trip.detach()
 
 

@@ -60,7 +60,7 @@ def postprocess(output: ModelOutput, metas: list[dict], cfg: InferConfig,
     class-agnostic model (one class) runs Soft-NMS on its proposals and then gives each kept
     proposal the ``video_topk`` best classes, score = proposal score × class score.
     """
-    B, N, C = output.cls_logits.shape
+    B, _, C = output.cls_logits.shape
     if len(metas) != B:
         raise PredictionError(f"postprocess: {len(metas)} metas for a batch of {B} videos")
     device = output.cls_logits.device
@@ -82,9 +82,9 @@ def postprocess(output: ModelOutput, metas: list[dict], cfg: InferConfig,
     if weights is not None and C > 1:
         conf = conf * weights.unsqueeze(1)
     valid = output.mask.to(device).bool().unsqueeze(-1) & (conf > cfg.pre_nms_thresh)
-    flat = torch.where(valid, conf, torch.full_like(conf, -math.inf)).reshape(B, N * C)
-    k = min(cfg.pre_nms_topk, N * C)
-    top, idx = flat.topk(k, dim=1)  # sorted, descending
+    scored = torch.where(valid, conf, torch.full_like(conf, -math.inf))
+    top, idx = _pre_nms_topk(scored, output.level_ids, cfg)
+    k = top.shape[1]
     keep = torch.isfinite(top)
     point, label = idx // C, idx % C
 
@@ -109,6 +109,31 @@ def postprocess(output: ModelOutput, metas: list[dict], cfg: InferConfig,
         dets.append(Detections(str(meta["video_id"]), s.astype(np.float64).reshape(-1, 2),
                                sc.astype(np.float64), lb.astype(np.int64)))
     return dets
+
+
+def _pre_nms_topk(scored: torch.Tensor, level_ids: torch.Tensor, cfg: InferConfig
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pre-NMS candidates ``(B, K)`` scores (descending) and flat ``point · C + class`` indices.
+
+    ``cfg.topk_per_level == 0``: one top-``pre_nms_topk`` over every level's (point, class);
+    otherwise the best ``topk_per_level`` of each pyramid level (by ``level_ids``, so windowed
+    outputs whose levels interleave work too), merged and re-sorted, so the dense fine levels
+    cannot crowd the long actions of the coarse ones out.
+    """
+    B, N, C = scored.shape
+    flat = scored.reshape(B, N * C)
+    if cfg.topk_per_level <= 0:
+        return flat.topk(min(cfg.pre_nms_topk, N * C), dim=1)  # sorted, descending
+    level_ids = level_ids.to(scored.device)
+    tops, idxs = [], []
+    for lvl in torch.unique(level_ids).tolist():
+        on = (level_ids == lvl)[None, :, None].expand_as(scored).reshape(1, N * C)
+        k = min(cfg.topk_per_level, int(on.sum()))
+        t, i = torch.where(on, flat, torch.full_like(flat, -math.inf)).topk(k, dim=1)
+        tops.append(t)
+        idxs.append(i)
+    top, order = torch.cat(tops, 1).sort(dim=1, descending=True, stable=True)
+    return top, torch.cat(idxs, 1).gather(1, order)
 
 
 def _nms_per_video(segs: torch.Tensor, top: torch.Tensor, label: torch.Tensor,

@@ -1,7 +1,9 @@
 """Inference cost linear in video length: overlapping windows, centre regions, one NMS.
 
-Every level's self-attention and the group cross-attention are global over the input, so one
-forward pass over a T-snippet video costs O(T²). With ``infer.window`` = W > 0, a video longer
+With global attention (``model.attention_window=0``, the default) every level's
+self-attention and the group cross-attention span the whole input, so one forward pass over a
+T-snippet video costs O(T²) (with a window it is already linear in T, and windows only bound
+the memory). With ``infer.window`` = W > 0, a video longer
 than W is cut into windows of W snippets that overlap by ``infer.window_overlap`` = O; each
 window runs through the model on its own (cost O(T/(W−O) · W²), linear in T), and each point
 of the video is taken from exactly one window, the one whose *centre region* holds it (the

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["AME", "ConvNormAct", "channel_layer_norm", "pack_steps"]
+__all__ = ["AME", "ConvNormAct", "channel_layer_norm", "pack_pos_neg", "pack_steps"]
 
 
 def channel_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -59,6 +59,7 @@ class AME(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int, layers: int, kernel: int = 3) -> None:
         super().__init__()
+        self.kernel = kernel
         self.blocks = nn.ModuleList(
             ConvNormAct(in_dim if i == 0 else hidden, hidden, kernel) for i in range(layers))
         self.out = nn.Conv1d(hidden, in_dim, 1)
@@ -95,3 +96,36 @@ def pack_steps(x: torch.Tensor, select: torch.Tensor) -> tuple[torch.Tensor, tor
     packed = x.gather(2, order[:, None, :].expand(-1, x.shape[1], -1))
     mask = torch.arange(t_max, device=x.device)[None, :] < count[:, None]
     return packed * mask[:, None].to(x.dtype), mask
+
+
+def pack_pos_neg(x: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, gap: int = 1
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """F_pos and F_neg of Eq. 1 packed into ONE sequence per video: ``[pos | gap | neg | pad]``.
+
+    Each video's selected action steps come first (in time order), then ``gap`` zero steps,
+    then its background steps (in time order), then zero padding; the length is fixed at
+    ``T + gap`` (``pos`` and ``neg`` are disjoint), so no host sync is needed. Running a masked
+    conv stack (:class:`AME`) on it equals running it on F_pos and F_neg separately as long
+    as ``gap`` ≥ the conv's half-kernel: every block re-zeroes masked steps, so the gap plays
+    the part of the zero padding each separate sequence would see at its ends.
+
+    Args:
+        x: (B, C, T) features; pos, neg: (B, T) disjoint bool selections.
+        gap: masked zero steps between the two parts (the AME's ``kernel // 2``).
+
+    Returns:
+        ``packed`` (B, C, T + gap), ``pos_mask`` and ``neg_mask`` (B, T + gap) marking where
+        the packed action and background steps lie.
+    """
+    b, _, t = x.shape
+    # sort key: 0 = action, 1 = gap, 2 = background, 3 = neither; the gap slots are extra
+    # zero columns appended after T, so one stable sort + gather lays the sequence out.
+    key = torch.full((b, t), 3, dtype=torch.uint8, device=x.device)
+    key = key.masked_fill(pos, 0).masked_fill(neg, 2)
+    key = torch.cat([key, torch.ones(b, gap, dtype=torch.uint8, device=x.device)], dim=1)
+    order = torch.sort(key, dim=1, stable=True).indices
+    xg = F.pad(x, (0, gap))
+    packed = xg.gather(2, order[:, None, :].expand(-1, x.shape[1], -1))
+    sorted_key = key.gather(1, order)
+    m_pos, m_neg = sorted_key == 0, sorted_key == 2
+    return packed * (m_pos | m_neg)[:, None].to(x.dtype), m_pos, m_neg

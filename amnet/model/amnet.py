@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from amnet.config import ModelConfig
 from amnet.errors import ConfigError
 from amnet.losses import triplet_loss
-from amnet.model.ame import AME, pack_steps
+from amnet.model.ame import AME, pack_pos_neg
 from amnet.model.assign import point_layout
 from amnet.model.gam import GAM
 from amnet.model.heads import Heads
@@ -33,12 +33,15 @@ class AMNet(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, in_dim: int, num_classes: int, *,
-                 triplet_margin: float = 1.0) -> None:
+                 triplet_margin: float = 1.0, triplet_anchors: str = "action") -> None:
         super().__init__()
         if cfg.gam and not cfg.self_attention:
             raise ConfigError("model.gam=true needs model.self_attention=true (the group "
                               "attention works on self-attended levels); set both false for "
                               "the attention-free baseline")
+        if cfg.attention_window and (cfg.attention_window < 3 or cfg.attention_window % 2 == 0):
+            raise ConfigError(f"model.attention_window must be 0 (global) or an odd number >= 3, "
+                              f"got {cfg.attention_window}")
         if cfg.head_kernel % 2 != 1:
             raise ConfigError(f"model.head_kernel must be odd, got {cfg.head_kernel}")
         self.cfg = cfg
@@ -46,11 +49,20 @@ class AMNet(nn.Module):
         self.num_classes = num_classes
         self.levels = cfg.fpn_levels
         self.triplet_margin = triplet_margin
+        if triplet_anchors not in ("action", "both"):
+            raise ConfigError(f"loss.triplet_anchors must be action or both, got "
+                              f"{triplet_anchors!r}")
+        self.triplet_anchors = triplet_anchors
         self.ame = AME(in_dim, cfg.embed_dim, cfg.ame_layers) if cfg.ame else None
+        if self.ame is not None and cfg.ame_init_scale != 1.0:
+            with torch.no_grad():  # Eq. 4 starts near F + 0 for small scales
+                self.ame.out.weight.mul_(cfg.ame_init_scale)
+                self.ame.out.bias.mul_(cfg.ame_init_scale)
         self.gam = GAM(in_dim, cfg.embed_dim, cfg.fpn_levels, heads=cfg.n_heads,
                        depth=cfg.gam_depth, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
                        self_attention=cfg.self_attention, group=cfg.gam,
-                       short_levels=cfg.short_levels)
+                       short_levels=cfg.short_levels, window=cfg.attention_window,
+                       position=cfg.position, drop_path=cfg.drop_path)
         self.heads = Heads(cfg.embed_dim, num_classes, cfg.fpn_levels, layers=cfg.head_layers,
                            kernel=cfg.head_kernel, prior_prob=cfg.prior_prob,
                            matching=cfg.matching_head)
@@ -93,22 +105,23 @@ class AMNet(nn.Module):
                   ) -> torch.Tensor:
         """Eq. 1–3: ``F_mask = AME(F)``, ``F̂_pos = AME(F_pos)``, ``F̂_neg = AME(F_neg)`` → L_trip.
 
-        F_pos / F_neg are each video's action / background snippets concatenated along time
-        (:func:`pack_steps`); the three AME passes run as one batch of 3B.
+        F_pos / F_neg are each video's action / background snippets concatenated along time;
+        both go into one packed sequence per video (:func:`pack_pos_neg`: ``[pos | gap |
+        neg]``, length T + gap), so the three AME passes run as ONE batch of 2B sequences
+        instead of 3B — exactly the same outputs, since every AME block re-masks padded steps.
         """
         if self.ame is None:
             raise ValueError("phase='mask' needs the AME (model.ame=true)")
-        f_pos, m_pos = pack_steps(feats, pos_mask)
-        f_neg, m_neg = pack_steps(feats, mask & ~pos_mask)
-        t = max(feats.shape[2], f_pos.shape[2], f_neg.shape[2])
-
-        def fit(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return F.pad(x, (0, t - x.shape[2])), F.pad(m, (0, t - m.shape[1]), value=False)
-
-        xs, ms = zip(fit(feats, mask), fit(f_pos, m_pos), fit(f_neg, m_neg), strict=True)
-        out = self.ame(torch.cat(xs), torch.cat(ms)).chunk(3)
-        return triplet_loss(out[0], F.pad(pos_mask, (0, t - pos_mask.shape[1]), value=False),
-                            out[1], ms[1], out[2], ms[2], self.triplet_margin)
+        gap = self.ame.kernel // 2
+        packed, m_pos, m_neg = pack_pos_neg(feats, pos_mask, mask & ~pos_mask, gap)
+        xs = torch.cat([F.pad(feats, (0, gap)), packed])
+        ms = torch.cat([F.pad(mask, (0, gap), value=False), m_pos | m_neg])
+        out = self.ame(xs, ms)
+        b = feats.shape[0]
+        f_mask, f_packed = out[:b, :, :feats.shape[2]], out[b:]
+        neg_anchors = mask & ~pos_mask if self.triplet_anchors == "both" else None
+        return triplet_loss(f_mask, pos_mask, f_packed, m_pos, f_packed, m_neg,
+                            self.triplet_margin, neg_anchors)
 
     def detect(self, feats: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
         """Detector pass (§3.3): padded (B, C, T), (B, T) → :class:`ModelOutput`."""

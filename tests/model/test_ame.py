@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from amnet.model.ame import AME, ConvNormAct, pack_steps
+from amnet.model.ame import AME, ConvNormAct, pack_pos_neg, pack_steps
 
 
 def _pad_batch(x: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,3 +54,24 @@ def test_pack_steps_keeps_time_order_and_masks() -> None:
     assert torch.equal(packed[0], x[0][:, [1, 3, 4]])
     assert torch.equal(m, torch.tensor([[True, True, True], [False, False, False]]))
     assert (packed[1] == 0).all()
+
+
+def test_pack_pos_neg_layout_and_gap_isolation() -> None:
+    """[pos | gap | neg | pad] in time order; the gap keeps the two parts' convs apart."""
+    x = torch.arange(1, 9, dtype=torch.float32).view(1, 1, 8)
+    pos = torch.tensor([[0, 1, 1, 0, 0, 1, 0, 0]], dtype=torch.bool)
+    neg = torch.tensor([[1, 0, 0, 1, 0, 0, 1, 0]], dtype=torch.bool)
+    packed, mp, mn = pack_pos_neg(x, pos, neg, gap=1)
+    assert packed.shape == (1, 1, 9)
+    assert packed[0, 0].tolist() == [2, 3, 6, 0, 1, 4, 7, 0, 0]
+    assert mp[0].tolist() == [True] * 3 + [False] * 6
+    assert mn[0].tolist() == [False] * 4 + [True] * 3 + [False] * 2
+    torch.manual_seed(0)
+    ame = AME(1, 4, 2)
+    both = ame(packed, mp | mn)
+    f_pos, m_pos = pack_steps(x, pos)
+    f_neg, m_neg = pack_steps(x, neg)
+    torch.testing.assert_close(both[..., :3], ame(f_pos, m_pos))
+    torch.testing.assert_close(both[..., 4:7], ame(f_neg, m_neg))
+    no_gap, mp0, mn0 = pack_pos_neg(x, pos, neg, gap=0)
+    assert not torch.allclose(ame(no_gap, mp0 | mn0)[..., 3:6], ame(f_neg, m_neg))
