@@ -9,8 +9,7 @@ One module per job:
 * :mod:`~workflows.matrix.summary`: per-row per-seed scores, mean ± std (``metrics/matrix.json``);
 * :mod:`~workflows.matrix.paper`: the paper's numbers and claims, by table;
 * :mod:`~workflows.matrix.cli`: ``amnet matrix`` / ``python -m workflows.matrix``.
+
+Nothing is imported here, so ``amnet report`` can read :mod:`~workflows.matrix.paper` without
+the training code.
 """
-
-from workflows.matrix.cli import main
-
-__all__ = ["main"]

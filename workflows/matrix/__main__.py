@@ -2,7 +2,7 @@
 
 import sys
 
-from workflows.matrix import main
+from workflows.matrix.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

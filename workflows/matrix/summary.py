@@ -62,4 +62,5 @@ def summarise(spec: Spec, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     cfg = spec.cells[0].cfg
     failed = sum(r.get("status") != STATUS_OK for r in results.values())
     return {"preset": spec.preset, "seeds": list(spec.seeds), "epochs": cfg.train.epochs,
+            "confidence": spec.file.settings.confidence,
             "failed_cells": failed, "rows": rows}
