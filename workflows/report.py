@@ -148,7 +148,7 @@ def _md_table(exp: Experiment, recs: list[dict[str, Any]], conf: float) -> tuple
 def _tiou_table(matrix: dict[str, Any], tious: list[float]) -> str:
     head = ["Row", *[f"{t:g}" for t in tious], "Avg.", "val Avg."]
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, e in matrix["rows"].items():
+    for e in matrix["rows"].values():
         cells = [_pm(per_seed(e, f"test/mAP_{t:g}")).split(" (n=")[0] for t in tious]
         md.append("| " + " | ".join([e["label"], *cells,
                                      _pm(per_seed(e)).split(" (n=")[0],
