@@ -112,11 +112,15 @@ def _code_env(cfg: Config) -> dict[str, Any]:
 
 def _remote_cell(task: dict[str, Any], threads: int) -> dict[str, Any]:
     """The body of a cell task: torch threads = the task's CPU share, then :func:`run_cell`."""
+    import time
+
     import torch
 
     torch.set_num_threads(max(1, threads))
+    cpu0 = time.process_time()
     result = run_cell(task)
     result["torch_threads"] = torch.get_num_threads()
+    result["cpu_seconds"] = round(time.process_time() - cpu0, 3)  # load-independent cost
     return result
 
 
