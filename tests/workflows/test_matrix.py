@@ -155,3 +155,23 @@ def test_matrix_runs_tags_records_a_crash_and_resumes(project: dict, ray_cluster
     assert third.ran == [gone] and not third.failed and len(third.skipped) == 3
     redone = json.loads((cell_dir(out, gone) / RESULT_FILE).read_text())
     assert redone["metrics"] == results[gone]["metrics"]  # same seed, same numbers
+
+
+@pytest.mark.slow
+def test_a_cell_as_a_torch_trainer_does_not_deadlock(project: dict, ray_cluster: None,
+                                                     tmp_path: Path) -> None:
+    """``matrix.workers_per_cell: 1``: two cells, each a TorchTrainer of one 1-CPU worker, on
+    2 CPUs: the cell tasks hold no CPU, so both worker groups fit and both cells finish."""
+    rows = yaml.safe_load(project["rows"].read_text())
+    rows["matrix"].update(workers_per_cell=1, preset="ok")
+    rows_file = tmp_path / "ablations.yaml"
+    rows_file.write_text(yaml.safe_dump(rows, allow_unicode=True))
+    spec = build_spec(project["params"], rows_file, seeds=[0],
+                      overrides=[f"ray.storage_path={tmp_path / 'ray'}"])
+    res = run_matrix(spec, tmp_path / "out")
+    assert not res.failed, {k: r["error"] for k, r in res.results.items()}
+    assert len(res.ran) == 2
+    for r in res.results.values():
+        assert 0 <= r["metrics"]["test/average_mAP"] <= 1 and "val/average_mAP" in r["metrics"]
+    child = MlflowClient(project["uri"]).get_run(res.results[res.ran[0]]["run_id"])
+    assert "loss/total" in child.data.metrics  # rank 0 logged the epochs into the cell's run
