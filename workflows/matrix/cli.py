@@ -1,5 +1,6 @@
 """``amnet matrix`` / ``python -m workflows.matrix``: run the ablation matrix, write its
-metrics file; exit status 1 (after every cell ran) when a cell failed, naming it."""
+metrics file; exit status 1 (after every cell ran) when a cell failed, naming it; 130 on
+Ctrl-C (finished cells kept: the same command continues)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
 
     spec = build_spec(args.params, args.ablations, preset=args.preset, seeds=args.seeds,
                       overrides=args.overrides)
-    res = run_matrix(spec, args.out, track=not args.no_track)
+    try:
+        res = run_matrix(spec, args.out, track=not args.no_track)
+    except KeyboardInterrupt:  # finished cells are on disk; the same command continues
+        print(f"interrupted: the finished cells are kept in {args.out}/cells; rerun the same "
+              "command (or `dvc repro`) to run only the others", file=sys.stderr)
+        return 130
     summary = summarise(spec, res.results)
     write_json(args.metrics, summary)
     for name, row in summary["rows"].items():
