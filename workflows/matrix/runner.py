@@ -138,6 +138,10 @@ def _parent_run(cfg: Config, spec: Spec, out_dir: Path, track: bool) -> Iterator
             "matrix.seeds": ",".join(map(str, spec.seeds))}
     with tracking.start_run(cfg, run_name=f"matrix-{spec.preset}", tags=tags,
                             run_id=run_id) as run:
+        if run_id is None:
+            # the experiment's dataset records exist before cells log them concurrently
+            # (two first inserts of one dataset race in MLflow's SQL store)
+            tracking.log_dataset_inputs(cfg, run.info.run_id, ("train", "val", "test"))
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / PARENT_FILE, {"run_id": run.info.run_id})
         yield run.info.run_id
