@@ -11,8 +11,8 @@ cells' per-class AP (``outputs/matrix/cells/<key>/per_class_ap.json``) and the m
   the paper's difference and the verdict (*reproduces* / *not significant* / *contradicts*);
   then mAP per tIoU (mean ± std), failed cells with their error, and the main model;
 * ``<experiment>.md`` / ``<experiment>.csv`` (``table2`` …): each table alone;
-* ``experiments.png``: one panel per experiment — our mean ± std per row, the paper's number
-  beside it, the verdict under each row;
+* ``experiments.png``: per experiment, the average mAP (ours mean ± std, the paper's) and the
+  difference against the reference (ours with its interval, the paper's) with the verdict;
 * ``ablation_summary.csv`` (a DVC plot: mean average mAP per row) and, when baseline,
   +GAM+MS and the full model ran, ``per_class_ap.png`` / ``.csv`` (the paper's Fig. 5, per-class
   AP averaged over seeds).
@@ -157,29 +157,59 @@ def _tiou_table(matrix: dict[str, Any], tious: list[float]) -> str:
     return "\n".join(md)
 
 
+def _once(label: str, seen: set[str]) -> str | None:
+    """A legend label the first time it is drawn in a panel, then None."""
+    if label in seen:
+        return None
+    seen.add(label)
+    return label
+
+
 def _figure(tables: list[tuple[Experiment, list[dict[str, Any]]]], out: Path) -> Path:
+    """Per experiment: left, average mAP (ours mean ± std, the paper's); right, the
+    difference against the reference (ours with its interval, the paper's), verdict beside."""
     from matplotlib.figure import Figure
 
     n = len(tables)
-    fig = Figure(figsize=(7, 2.6 * n))
-    axes = fig.subplots(n, 1, squeeze=False)[:, 0]
-    for ax, (exp, recs) in zip(axes, tables, strict=True):
+    fig = Figure(figsize=(10, 0.45 * sum(len(r) for _, r in tables) + 1.3 * n))
+    axes = fig.subplots(n, 2, squeeze=False,
+                        gridspec_kw={"height_ratios": [max(1, len(r)) for _, r in tables]})
+    for (ax, dax), (exp, recs) in zip(axes, tables, strict=True):
         ys = list(range(len(recs)))
+        labelled: set[str] = set()
+
         for y, r in zip(ys, recs, strict=True):
             if r["ours"]:
                 ms = mean_std(list(r["ours"].values()))
                 ax.errorbar(100 * ms.mean, y, xerr=0 if math.isnan(ms.std) else 100 * ms.std,
                             fmt="o", color="C0", capsize=3,
-                            label="ours (mean ± std)" if y == 0 else None)
+                            label=_once("ours (mean ± std)", labelled))
             p = r["paper"]
             if p is not None and p.average is not None:
-                ax.plot(p.average, y, "s", color="C3", label="paper" if y == 0 else None)
-        ax.set_yticks(ys, [f"{r['label']}\n{r['verdict']}" for r in recs], fontsize=7)
-        ax.invert_yaxis()
-        ax.set_title(exp.title, fontsize=9)
+                ax.plot(p.average, y, "s", color="C3", label=_once("paper", labelled))
+            iv = r["interval"]
+            if iv is not None and math.isfinite(iv.low):
+                dax.errorbar(100 * iv.mean, y, xerr=[[100 * (iv.mean - iv.low)],
+                                                     [100 * (iv.high - iv.mean)]],
+                             fmt="o", color="C0", capsize=3,
+                             label=_once("Δ ours (95 % CI)", labelled))
+            elif iv is not None:
+                dax.plot(100 * iv.mean, y, "o", color="C0", mfc="none")
+            if r["paper_delta"] is not None:
+                dax.plot(r["paper_delta"], y, "s", color="C3", label=_once("Δ paper", labelled))
+        ax.set_yticks(ys, [r["label"] for r in recs], fontsize=7)
+        dax.set_yticks(ys, [r["verdict"] if r["reference"] else "reference" for r in recs],
+                       fontsize=7)
+        for a in (ax, dax):
+            a.set_ylim(len(recs) - 0.5, -0.5)
+            a.grid(alpha=0.3, axis="x")
+        dax.axvline(0, color="0.4", lw=0.8)
+        ax.set_title(exp.title, fontsize=9, loc="left")
         ax.set_xlabel("average mAP (%)", fontsize=8)
-        ax.grid(alpha=0.3, axis="x")
-        ax.legend(fontsize=7, frameon=False, loc="lower right")
+        dax.set_xlabel("Δ vs reference (points)", fontsize=8)
+        for a in (ax, dax):
+            if a.get_legend_handles_labels()[0]:
+                a.legend(fontsize=7, frameon=False, loc="best")
     fig.tight_layout()
     path = out / "experiments.png"
     fig.savefig(path, dpi=110)
