@@ -44,7 +44,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, mlflow_sqlite_uri: str) ->
     params["data"]["root"] = str(root / "features")
     params["tracking"].update(tracking_uri=mlflow_sqlite_uri, experiment="matrix_test",
                               artifact_root=str(root / "artifacts"))
-    params["ray"].update(local_cpus=2, storage_path=str(root / "ray"))
+    # a generous worker-group start-up: two TorchTrainers start at once on a loaded machine
+    params["ray"].update(local_cpus=2, storage_path=str(root / "ray"), startup_timeout_s=120)
     (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     rows_file = {"matrix": {"preset": "tiny", "seeds": SEEDS, "cpus_per_cell": 1},
                  "presets": {"tiny": list(ROWS), "ok": ["baseline", "full"]},

@@ -11,7 +11,7 @@ One module per job:
   ``mlflow_run.json`` run file;
 * :mod:`~workflows.tracking.registry`: logging a deployable model and loading it back.
 
-Public API (used by train / evaluate / ablations / register / ray_train / sweep / detect)::
+Public API (used by train / evaluate / matrix / register / ray_train / sweep / detect)::
 
     resolve_tracking_uri(cfg) -> str
     check_tracking_server(uri, timeout_s=5) -> None
