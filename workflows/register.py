@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,14 +111,16 @@ def decide(new: dict[str, float], champion: dict[str, float] | None, *,
     return "rejected", f"{text} not above 0", iv
 
 
-def promote(cfg: Config, run_id: str, *, evidence: dict[str, float], force: bool = False,
+def promote(cfg: Config, run_id: str, *,
+            evidence: dict[str, float] | Callable[[], dict[str, float]], force: bool = False,
             model_uri: str | None = None, confidence: float = 0.95,
             row: str = EVIDENCE_ROW) -> dict[str, Any]:
     """Register ``run_id``'s model; move the champion alias on evidence (module docstring).
 
     ``evidence``: ``{seed: validation average mAP}`` of the model's configuration (see
-    :func:`matrix_evidence`). A ``run_id`` this store does not hold is replaced by the run
-    ``amnet evaluate`` logged for it (tag ``amnet.source_run_id``).
+    :func:`matrix_evidence`), or a function returning it (read once the run is resolved).
+    A ``run_id`` this store does not hold is replaced by the run ``amnet evaluate`` logged
+    for it (tag ``amnet.source_run_id``).
 
     Returns ``{"model", "version", "run_id", "decision" ("champion" | "rejected"), "reason",
     "evidence", "evidence_mean", "interval", "champion_version", "champion_evidence",
@@ -130,8 +133,6 @@ def promote(cfg: Config, run_id: str, *, evidence: dict[str, float], force: bool
     from amnet.evaluation.stats import mean_std
     from workflows import tracking
 
-    if not evidence:
-        raise tracking.TrackingError("no per-seed validation evidence to decide on")
     tracking.configure(cfg)
     client = MlflowClient()
     name, alias = cfg.tracking.registered_model, cfg.tracking.champion_alias
@@ -146,6 +147,10 @@ def promote(cfg: Config, run_id: str, *, evidence: dict[str, float], force: bool
         raise tracking.TrackingError(f"run {run_id} has no logged model (tag "
                                      f"{tracking.TAG_MODEL_URI!r}); it was trained without "
                                      f"tracking.log_model")
+    if callable(evidence):
+        evidence = evidence()
+    if not evidence:
+        raise tracking.TrackingError("no per-seed validation evidence to decide on")
     val_fp = tracking.validation_set_fingerprint(cfg)
     test_score = run.data.metrics.get(METRIC)
     champion = None
@@ -228,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.params, args.overrides)
     run_id = args.run_id or read_run_id(args.run_file, required=True, hint=" or give --run-id")
-    result = promote(cfg, run_id, evidence=matrix_evidence(args.matrix, args.row),
+    result = promote(cfg, run_id, evidence=lambda: matrix_evidence(args.matrix, args.row),
                      force=args.force, row=args.row)
     text = json.dumps(result, indent=2)
     if args.out:
