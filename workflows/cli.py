@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("workflows.evaluate", "run inference on a split and score it (pipeline stage)"),
     "eval": ("workflows.eval_cmd", "score a predictions JSON against ground truth (mAP)"),
     "detect": ("workflows.detect", "detect actions in feature files with a trained model"),
-    "ablation": ("workflows.ablations", "train + evaluate one ablation row (Tables 2 and 4)"),
+    "matrix": ("workflows.matrix.cli", "the ablation matrix: rows x seeds on Ray (Tables 2-5)"),
     "sweep": ("workflows.sweep", "Ray Tune + Optuna search over lambda1, lambda2, GAM depth"),
     "report": ("workflows.report", "paper-style tables and plots from the metrics"),
     "promote": ("workflows.register", "register a model and move the champion alias if it wins"),

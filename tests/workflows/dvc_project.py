@@ -31,6 +31,7 @@ TINY = {
     "ray": {"num_workers": 0},
 }
 ROWS = ("baseline", "full")
+SEEDS = (0, 1)   # the tiny matrix: 2 rows x 2 seeds
 
 
 def _merge(dst: dict, src: dict) -> dict:
@@ -49,7 +50,8 @@ def git(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 def make_project(dest: Path, rows: Iterable[str] = ROWS) -> Path:
     """A fresh git + DVC repo holding the project's pipeline code and a tiny params file,
-    with the ablation rows ``rows`` only; everything committed."""
+    with the ablation rows ``rows`` only (the default preset, :data:`SEEDS`); everything
+    committed."""
     rows = tuple(rows)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for d in ("amnet", "workflows"):
@@ -61,6 +63,8 @@ def make_project(dest: Path, rows: Iterable[str] = ROWS) -> Path:
     (dest / "params" / "default.yaml").write_text(yaml.safe_dump(_merge(default, TINY)))
     abl = yaml.safe_load((REPO / "params" / "ablations.yaml").read_text())
     abl["rows"] = {k: v for k, v in abl["rows"].items() if k in rows}
+    abl["presets"] = {"default": list(rows)}
+    abl["matrix"].update(preset="default", seeds=list(SEEDS))
     abl["common"] = [o for o in abl["common"] if not o.startswith("train.epochs=")]
     (dest / "params" / "ablations.yaml").write_text(yaml.safe_dump(abl, allow_unicode=True))
     git(dest, "init", "-q")

@@ -23,12 +23,13 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("amnet", "workflows")
 #: what no training stage may depend on (the point of narrowing)
 NEVER_TRAIN = ("amnet/extract", "workflows/report.py", "workflows/sweep",
-               "amnet/evaluation/plots.py", "amnet/evaluation/analysis.py")
+               "amnet/evaluation/plots.py", "amnet/evaluation/analysis.py",
+               "workflows/matrix/paper.py")
 
 
-#: imports on a code path the stage never takes: an ablation row scores with
+#: imports on a code path the stage never takes: a matrix cell scores with
 #: ``workflows.evaluate.score_model(plots_dir=None)``, which imports the plots only for a folder
-NOT_RUN = {"ablation": {"amnet/evaluation/plots.py", "amnet/evaluation/analysis.py"}}
+NOT_RUN = {"matrix": {"amnet/evaluation/plots.py", "amnet/evaluation/analysis.py"}}
 
 
 def _module_file(name: str) -> Path | None:
@@ -86,6 +87,8 @@ STAGE_FILES = [REPO / "dvc.yaml", REPO / "pipelines" / "sweep" / "dvc.yaml"]
 def test_deps_cover_the_import_closure_and_no_more(dvc_file: Path) -> None:
     for name, stage in _stages(dvc_file).items():
         entry = re.search(r"python -m (\S+)", stage["cmd"]).group(1)
+        if (REPO.joinpath(*entry.split(".")) / "__main__.py").is_file():  # `-m package`
+            entry += ".__main__"
         deps = [d for d in stage["deps"] if not d.startswith(("${", "data/", "outputs/",
                                                               "metrics/"))]
         for d in deps:  # DVC refuses a dep path that does not exist
@@ -97,7 +100,7 @@ def test_deps_cover_the_import_closure_and_no_more(dvc_file: Path) -> None:
         # every module dep is imported by the stage (no over-wide folder such as `amnet`)
         for d in deps:
             assert any(_covered(f, [d]) for f in needed), f"{name}: dep {d} is never imported"
-        if name in ("train", "ablation", "sweep"):  # the stages that train
+        if name in ("train", "matrix", "sweep"):  # the stages that train
             never = [n for n in NEVER_TRAIN if not (name == "sweep" and n == "workflows/sweep")]
             wide = [d for d in deps if any(_covered(n, [d]) or _covered(d, [n]) for n in never)]
             assert not wide, f"{name} would retrain when {wide} change"

@@ -1,8 +1,8 @@
 """`dvc repro` end to end in a temporary git repo: real DVC, real SQLite MLflow (the default
-store location), a tiny synthetic config, two ablation rows.
+store location), a tiny synthetic config, a matrix of two rows x two seeds.
 
 Checks that the numbers DVC holds (`dvc metrics show --json`) are the numbers MLflow holds,
-that ablation runs are tagged, that the model is registered with the champion alias and
+that the matrix's cell runs are tagged, that the model is registered with the champion alias and
 loads by alias without params files, and that a second `dvc repro` is a no-op.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dvc_project import ROWS, dvc, make_project
+from dvc_project import ROWS, SEEDS, dvc, make_project
 
 
 @pytest.fixture(scope="module")
@@ -90,27 +90,33 @@ def test_dvc_and_mlflow_hold_the_same_metrics(pipeline: dict) -> None:
     assert {a.path for a in client.list_artifacts(run_id, "plots")} >= {
         "plots/per_class_ap.png", "plots/pr_curves.png"}
 
-    # ablations: one tagged run per row in the shared ablation experiment, same numbers
+    # the matrix: one child run per (row, seed) cell under one parent, same numbers
     exp = client.get_experiment_by_name("amnet-ablations")
     runs = client.search_runs([exp.experiment_id])
-    by_row = {r.data.tags["ablation"]: r for r in runs}
-    assert set(by_row) == set(ROWS)
+    parents = [r for r in runs if r.data.tags.get("amnet.kind") == "matrix"]
+    assert len(parents) == 1
+    cells = {(r.data.tags["row"], r.data.tags["seed"]): r for r in runs
+             if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert set(cells) == {(row, str(s)) for row in ROWS for s in SEEDS}
+    summary = ws["metrics/matrix.json"]["data"]
     for row in ROWS:
-        m = ws[f"metrics/ablations/{row}.json"]["data"]
-        assert m.pop("split") == "test"
-        val = {k: m.pop(k) for k in list(m) if k.startswith("val/")}
-        assert "val/average_mAP" in val  # the row's validation score (held-out part)
-        for k, v in m.items():
-            assert by_row[row].data.metrics[f"test/{k}"] == v
-        for k, v in val.items():  # last epoch's validation numbers, under their own names
-            assert by_row[row].data.metrics[k] == v
-        assert by_row[row].data.params["model.ame"] == ("False" if row == "baseline" else "True")
-        assert {i.dataset.name for i in by_row[row].inputs.dataset_inputs} == {
+        entry = summary["rows"][row]
+        assert entry["n_seeds"] == len(SEEDS)
+        for s in SEEDS:
+            m = entry["seeds"][str(s)]
+            assert m["status"] == "ok"
+            for k in ("test/average_mAP", "val/average_mAP"):  # test reported, val held out
+                assert cells[(row, str(s))].data.metrics[k] == m[k]
+        run = cells[(row, "0")]
+        assert run.data.params["model.ame"] == ("False" if row == "baseline" else "True")
+        assert {i.dataset.name for i in run.inputs.dataset_inputs} == {
             "synthetic:train", "synthetic:val", "synthetic:test"}
-    # the report's Table 2 lists both rows with their mAP in percent
+    # the report's Table 2 lists both rows, mean over seeds in percent, with a verdict
     t2 = (project / "reports" / "table2.md").read_text()
-    full = ws["metrics/ablations/full.json"]["data"]["average_mAP"]
+    full = summary["rows"]["full"]["test/average_mAP"]
     assert f"{100 * full:.1f}" in t2 and "Baseline" in t2
+    assert any(v in t2 for v in ("reproduces", "not significant", "contradicts"))
+    assert (project / "reports" / "experiments.png").is_file()
 
 
 @pytest.mark.slow

@@ -52,8 +52,12 @@ def clone(tmp_path: Path, sqlite_overrides: list[str], tiny: SimpleNamespace) ->
                 "--run-file", str(run_file), "--metrics", str(out["metrics"]),
                 "--per-class", str(out["per_class"]), "--predictions", str(out["predictions"]),
                 "--plots", str(out["plots"])]
+    matrix = tmp_path / "matrix.json"  # the evidence the matrix stage would have written
+    matrix.write_text(json.dumps({"rows": {"full": {"seeds": {
+        "0": {"status": "ok", "val/average_mAP": 0.3},
+        "1": {"status": "ok", "val/average_mAP": 0.4}}}}}))
     promote = ["promote", "-p", str(params), *sets, "--run-file", str(run_file),
-               "--out", str(tmp_path / "register.json")]
+               "--matrix", str(matrix), "--out", str(tmp_path / "register.json")]
     return SimpleNamespace(cfg=cfg, ckpt=ckpt, run_file=run_file, evaluate=evaluate,
                            promote=promote, out=out, tmp=tmp_path)
 

@@ -11,7 +11,7 @@ One module per job:
   ``mlflow_run.json`` run file;
 * :mod:`~workflows.tracking.registry`: logging a deployable model and loading it back.
 
-Public API (used by train / evaluate / ablations / register / ray_train / sweep / detect)::
+Public API (used by train / evaluate / matrix / register / ray_train / sweep / detect)::
 
     resolve_tracking_uri(cfg) -> str
     check_tracking_server(uri, timeout_s=5) -> None
@@ -27,7 +27,7 @@ Public API (used by train / evaluate / ablations / register / ray_train / sweep 
                  resume_command=None) -> TrackedRun  (context manager)
     read_run_id(run_file, required=False) -> str | None
     stand_in_runs(cfg, source_run_id, checkpoint_sha256=None) -> [Run]  (newest first)
-    feature_set_tags(cfg) / test_set_fingerprint(cfg)
+    feature_set_tags(cfg) / test_set_fingerprint(cfg) / validation_set_fingerprint(cfg)
     log_dataset_inputs(cfg, run_id, splits) -> [dataset names]   (splits of SPLITS)
 """
 
@@ -50,6 +50,7 @@ from workflows.tracking.provenance import (  # noqa: E402
     feature_set_tags,
     git_tags,
     test_set_fingerprint,
+    validation_set_fingerprint,
 )
 from workflows.tracking.registry import (  # noqa: E402
     MODEL_INFO_FILE,
@@ -127,4 +128,5 @@ __all__ = [
     "start_run",
     "test_set_fingerprint",
     "training_run",
+    "validation_set_fingerprint",
 ]

@@ -15,7 +15,7 @@ from amnet.io import sha256_file
 from workflows.config import WorkflowConfig
 from workflows.tracking.store import TrackingError
 
-__all__ = ["feature_set_tags", "git_tags", "test_set_fingerprint"]
+__all__ = ["feature_set_tags", "git_tags", "test_set_fingerprint", "validation_set_fingerprint"]
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -103,6 +103,29 @@ def test_set_fingerprint(cfg: WorkflowConfig, subset: str | None = None) -> str:
     if not videos:
         raise TrackingError(f"{fs.annotations_path}: no video in subset {subset!r}")
     payload = {"subset": subset, "tiou": sorted(cfg.eval.tiou),
+               "gt": {k: videos[k] for k in sorted(videos)},
+               "manifest": fs.manifest_entries(videos)}
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def validation_set_fingerprint(cfg: WorkflowConfig) -> str:
+    """A hash that is equal only for the same validation split scored the same way: the
+    ground truth and manifest entries of the videos ``data.val_fraction`` / ``data.val_seed``
+    hold out of ``data.train_subset``, and the tIoU thresholds (champion evidence is compared
+    only when it agrees)."""
+    from amnet.data.split import split_videos
+
+    d = cfg.data
+    fs = FeatureSet.at(d.root)
+    if not fs.annotations_path.is_file():
+        raise TrackingError(f"{fs.annotations_path}: no annotations to fingerprint the "
+                            "validation split")
+    ann = fs.annotations(default_fps=d.default_fps, segment_policy=d.segment_policy)
+    # (no validation video: the fingerprint of the empty set; no matrix evidence exists then)
+    val = set(split_videos(ann.subset(d.train_subset), d.val_fraction, d.val_seed).val)
+    videos = {k: v for k, v in fs.subset_entries(d.train_subset).items() if k in val}
+    payload = {"split": "val", "tiou": sorted(cfg.eval.tiou),
                "gt": {k: videos[k] for k in sorted(videos)},
                "manifest": fs.manifest_entries(videos)}
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
