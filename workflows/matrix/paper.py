@@ -5,7 +5,8 @@ paper's mAP at the tIoUs it prints and its average (``None``: not in the text), 
 comes from, and the claim: the sign of (row − reference) the paper reports. Table 2 compares
 as §4.5 does: +MS and the full model against the baseline, +AME+MS and +GAM+MS against +MS.
 Fig. 6 prints no numbers; its claim comes from §4.5 ("L2 loss is the most stable and
-robust"), so L1 and BCE are claimed below L2. The GAM-depth curve has no paper numbers and no claim.
+robust"), so L1 and BCE are claimed below L2. The GAM-depth curve and our own variants have
+no paper numbers and no claim.
 
 Table 3's reference (its 1st row) equals Table 2's 2nd row (+MS); its "+ action-aware
 attention" and "+ group-based attention" rows are our ``ame_ms`` and ``gam_ms`` rows, whose
@@ -101,4 +102,6 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         PaperRow("match_bce", "Fig. 6 (no numbers); §4.5: L2 is best", claim=-1),
     )),
     Experiment("depth", "GAM depth (reference: depth 1; not in the paper)", "gam_depth_1", ()),
+    Experiment("variants", "Our variants of the full model (reference: full; not in the paper)",
+               "full", ()),
 )

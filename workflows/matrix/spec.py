@@ -28,7 +28,7 @@ __all__ = ["DEFAULT_ROWS", "Cell", "MatrixFile", "MatrixSettings", "Row", "Spec"
 DEFAULT_ROWS = "params/ablations.yaml"
 #: config sections that do not change what a cell computes (left out of its key)
 UNKEYED = ("tracking", "ray", "sweep", "extract")
-TABLE_IDS = ("table2", "table3", "table4", "table5", "fig6", "depth")
+TABLE_IDS = ("table2", "table3", "table4", "table5", "fig6", "depth", "variants")
 
 
 @dataclass(frozen=True)
