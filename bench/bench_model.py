@@ -39,6 +39,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -90,7 +92,6 @@ def _sync(device: torch.device) -> None:
 
 def measure(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
     """Train-step and inference timings (+ CUDA peak memory) of one variant, in-process."""
-    from amnet.inference import postprocess
 
     device = resolve_device(args.device)
     cfg = _config(args, variant)
@@ -122,23 +123,42 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
     if peak is not None:
         row["peak_mem_GiB"] = peak
     for length in args.infer_lengths:  # one whole video per length (median of runs)
-        g = torch.Generator().manual_seed(length)
-        one = torch.rand(1, args.channels, length, generator=g).to(device)
-        one_mask = torch.ones(1, length, dtype=torch.bool, device=device)
-        meta = [{"video_id": "v", "fps": 30.0, "stride": 4, "window": 16,
-                 "duration": length * 4 / 30.0, "offset": 0}]
-        infer = []
-        with torch.no_grad(), engine.autocast(device, args.amp):
-            for i in range(args.warmup + args.infer_runs):
-                _sync(device)
-                t0 = time.perf_counter()
-                out = model(one, one_mask)
-                postprocess(out, meta, cfg.infer)
-                _sync(device)
-                if i >= args.warmup:
-                    infer.append(time.perf_counter() - t0)
-        row[f"infer_{length}_s"] = statistics.median(infer)
+        one, one_mask, meta = _one_video(args.channels, length, device)
+        row[f"infer_{length}_s"] = _median_time(
+            partial(_detect, model, one, one_mask, meta, cfg.infer), args, device)
     return row
+
+
+def _one_video(channels: int, length: int, device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, float | str]]]:
+    """A seeded random video of ``length`` snippets, its mask and its metadata."""
+    g = torch.Generator().manual_seed(length)
+    feats = torch.rand(1, channels, length, generator=g).to(device)
+    mask = torch.ones(1, length, dtype=torch.bool, device=device)
+    meta = [{"video_id": "v", "fps": 30.0, "stride": 4, "window": 16,
+             "duration": length * 4 / 30.0, "offset": 0}]
+    return feats, mask, meta
+
+
+def _detect(model: torch.nn.Module, feats: torch.Tensor, mask: torch.Tensor,
+            meta: list[dict[str, float | str]], infer_cfg: object) -> object:
+    from amnet.inference import postprocess
+
+    return postprocess(model(feats, mask), meta, infer_cfg)
+
+
+def _median_time(fn: Callable[[], object], args: argparse.Namespace, device: torch.device) -> float:
+    """Median seconds of ``fn()`` over ``args.infer_runs`` runs after ``args.warmup``."""
+    times = []
+    with torch.no_grad(), engine.autocast(device, args.amp):
+        for i in range(args.warmup + args.infer_runs):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def _child(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
@@ -155,7 +175,6 @@ def _child(args: argparse.Namespace, variant: str) -> dict[str, float | str]:
 def infer_scaling(args: argparse.Namespace) -> None:
     """Inference time per video at two lengths, with and without windows (median of runs)."""
     import dataclasses
-    import statistics
 
     from amnet.inference.windows import infer_batch
 
@@ -172,21 +191,9 @@ def infer_scaling(args: argparse.Namespace) -> None:
     for name, window in (("whole video", 0), ("windows", args.window)):
         icfg = dataclasses.replace(cfg.infer, window=window, window_overlap=args.window_overlap)
         for T in (short, long):
-            gen = torch.Generator().manual_seed(T)
-            feats = torch.rand(1, args.channels, T, generator=gen).to(device)
-            mask = torch.ones(1, T, dtype=torch.bool, device=device)
-            meta = [{"video_id": "v", "fps": 30.0, "stride": 4, "window": 16,
-                     "duration": T * 4 / 30.0, "offset": 0}]
-            times = []
-            with torch.no_grad(), engine.autocast(device, args.amp):
-                for i in range(args.warmup + args.infer_runs):
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    infer_batch(model, feats, mask, meta, icfg, align=align)
-                    _sync(device)
-                    if i >= args.warmup:
-                        times.append(time.perf_counter() - t0)
-            res[name, T] = statistics.median(times)
+            feats, mask, meta = _one_video(args.channels, T, device)
+            res[name, T] = _median_time(
+                partial(infer_batch, model, feats, mask, meta, icfg, align=align), args, device)
             print(f"  {name:<12} T={T:>5}: {res[name, T]:8.3f} s/video", flush=True)
     for name in ("whole video", "windows"):
         print(f"  {name:<12} {long}/{short} time ratio: "
