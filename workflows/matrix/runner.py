@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,8 +102,6 @@ def _code_env(cfg: WorkflowConfig) -> dict[str, Any]:
     not whatever copy the interpreter's site-packages points at."""
     if not ray_utils.is_local_cluster(cfg):
         return {}
-    import os
-
     import workflows
 
     root = str(Path(workflows.__file__).resolve().parents[1])
@@ -112,8 +111,6 @@ def _code_env(cfg: WorkflowConfig) -> dict[str, Any]:
 
 def _remote_cell(task: dict[str, Any], threads: int) -> dict[str, Any]:
     """The body of a cell task: torch threads = the task's CPU share, then :func:`run_cell`."""
-    import time
-
     import torch
 
     torch.set_num_threads(max(1, threads))
