@@ -143,6 +143,29 @@ def test_optuna_study_rebuilt_from_trial_rows() -> None:
     assert study.best_trial.params == {"loss.lambda1": 1.0, "model.gam_depth": 2}
 
 
+def test_best_config_keeps_integer_keys_integer_after_a_failed_trial(
+        tmp_path: Path, params_file: Path, sqlite_overrides: list[str]) -> None:
+    # a trial that crashed before Tune recorded its config has no sampled values: pandas then
+    # holds the GAM depth column as float, and 2.0 is not an int to the config
+    from workflows import tracking
+    from workflows.sweep.summary import summarise
+
+    cfg = load_config(params_file, [*sqlite_overrides, "sweep.num_samples=3",
+                                    f"sweep.best_params_out={tmp_path / 'best.yaml'}"])
+    dims = [Dim("loss.lambda1", 0.5, 2.0), Dim("model.gam_depth", 1, 3, integer=True)]
+    rows = [{"trial": "trial_a", "status": "failed", "epochs": 0, "loss.lambda1": None,
+             "model.gam_depth": None, METRIC: math.nan, "error": "boom"},
+            {"trial": "trial_b", "status": "completed", "epochs": 2, "loss.lambda1": 1.5,
+             "model.gam_depth": 2, METRIC: 0.3, "error": ""},
+            {"trial": "trial_c", "status": "completed", "epochs": 2, "loss.lambda1": 0.7,
+             "model.gam_depth": 3, METRIC: 0.1, "error": ""}]
+    with tracking.start_run(cfg, run_name="parent") as run:
+        res = summarise(cfg, rows, dims, "s", run.info.run_id, str(params_file), 1.0)
+    assert res["best"] == {"loss.lambda1": 1.5, "model.gam_depth": 2}
+    assert type(res["best"]["model.gam_depth"]) is int
+    assert load_config(res["best_params_path"]).model.gam_depth == 2
+
+
 def test_cli_resume_of_an_unknown_sweep_is_one_clear_line(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from workflows.cli import main

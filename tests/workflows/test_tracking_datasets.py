@@ -93,3 +93,35 @@ def test_splits_are_logged_as_dataset_inputs(tmp_path: Path, sqlite_overrides: l
     assert _inputs(run.info.run_id)["synthetic:train"]["amnet.videos"] == "10"
     with pytest.raises(ValueError, match="unknown split"):
         tracking.log_dataset_inputs(cfg, run.info.run_id, ("validation",))
+
+
+def test_concurrent_runs_log_one_dataset_without_a_race(
+        tmp_path: Path, sqlite_overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # sweep trials and matrix cells start together and log the same new dataset: the SQL store
+    # looks it up, then inserts, so all but one hit its UNIQUE constraint (CI lost a trial so)
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, [*TINY, *sqlite_overrides, "data.root=data/features"])
+    generate_synthetic(cfg.data.synthetic, tmp_path / "data" / "features",
+                       stride=cfg.data.stride, window=cfg.data.window)
+    client = MlflowClient(tracking.configure(cfg))
+    exp_id = tracking.get_or_create_experiment(cfg)
+    runs = [client.create_run(exp_id).info.run_id for _ in range(8)]
+    start, errors = threading.Barrier(len(runs)), []
+
+    def log(run_id: str) -> None:
+        start.wait()
+        try:
+            tracking.log_dataset_inputs(cfg, run_id, ("train", "val"))
+        except Exception as e:  # collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=log, args=(r,)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for r in runs:
+        assert set(_inputs(r)) == {"synthetic:train", "synthetic:val"}

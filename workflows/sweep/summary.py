@@ -130,7 +130,7 @@ def summarise(cfg: WorkflowConfig, rows: list[dict[str, Any]], dims: Sequence[Di
         raise SweepError(f"sweep {name}: all {len(table)} trials failed; first error: "
                          f"{table['error'].iloc[0] if len(table) else 'none'}")
     best_row = ok.loc[ok[METRIC].idxmax()]
-    best = {d.key: _plain(best_row[d.key]) for d in dims}
+    best = {d.key: _plain(best_row[d.key], d) for d in dims}
     best_metric = float(best_row[METRIC])
     best_path = None
     if not interrupted:  # params are immutable in MLflow: log the best once, when final
@@ -149,6 +149,9 @@ def summarise(cfg: WorkflowConfig, rows: list[dict[str, Any]], dims: Sequence[Di
             "best_params_path": best_path, "interrupted": bool(interrupted)}
 
 
-def _plain(v: Any) -> Any:
+def _plain(v: Any, dim: Dim) -> int | float:
+    """The sampled value in its dimension's type: a pandas column holding a failed trial's
+    missing value turns an integer key (``model.gam_depth``) into float, which the config
+    rejects."""
     v = v.item() if hasattr(v, "item") else v
-    return float(v) if isinstance(v, float) else v
+    return round(v) if dim.integer else float(v)

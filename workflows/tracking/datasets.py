@@ -20,6 +20,7 @@ one digest: two runs compare on the same data exactly when their digests agree.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Iterable
 
@@ -102,5 +103,22 @@ def log_dataset_inputs(cfg: WorkflowConfig, run_id: str, splits: Iterable[str]) 
                                    [InputTag(k, v) for k, v in tags.items()]))
         names.append(name)
     if inputs:
-        MlflowClient().log_inputs(run_id, datasets=inputs)
+        _log_inputs(run_id, inputs)
     return names
+
+
+def _log_inputs(run_id: str, inputs: list[DatasetInput], attempts: int = 5) -> None:
+    """``log_inputs``, retried when a concurrent run (a sweep trial, a matrix cell) inserted
+    the same dataset first: the SQL store looks a dataset up and then inserts it, so two runs
+    of one experiment racing on one digest hit its UNIQUE constraint; the retry finds the row."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            MlflowClient().log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as e:
+            if "unique constraint" not in str(e).lower() or attempt == attempts - 1:
+                raise
+            log.debug("dataset input raced with another run (%s); retrying", e)
+            time.sleep(0.05 * (attempt + 1))
