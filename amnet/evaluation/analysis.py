@@ -176,7 +176,9 @@ def load_detections(gt: Mapping[str, Any], preds: Mapping[str, Any], *,
                 code[label] = -1 if label in g.label_index else -2
         return code[label]
 
-    label = np.fromiter(map(label_code, p.labels), dtype=np.int64, count=len(p))
+    # label_names are in first-appearance order: extra classes still come in file order
+    lut = np.array([label_code(name) for name in p.label_names] or [-1], dtype=np.int64)
+    label = lut[p.label_codes]
     dropped, skipped = int((label == -1).sum()), int((label == -2).sum())
     keep = label >= 0
     # Subset videos keep their index; others with a kept row follow in file order.

@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -175,20 +174,23 @@ class _Predictions:
 
 def _index_predictions(p: Predictions, gt: GroundTruth, lenient: bool) -> _Predictions:
     """Map parsed predictions onto the GT's classes and videos."""
-    n, seg = len(p), p.segments
-    label = np.fromiter(map(gt.label_index.get, p.labels, repeat(-1)), dtype=np.int64, count=n)
+    seg = p.segments
+    lut = np.array([gt.label_index.get(name, -1) for name in p.label_names] or [-1],
+                   dtype=np.int64)
+    label = lut[p.label_codes]
     unknown = label < 0
     n_skipped = int(unknown.sum())
     if n_skipped:
         log.warning("lenient: skipped %d predictions whose label is not a GT class "
-                    "(e.g. %r)", n_skipped, p.labels[int(np.argmax(unknown))])
+                    "(e.g. %r)", n_skipped,
+                    p.label_names[int(p.label_codes[int(np.argmax(unknown))])])
     forced_fp = (seg[:, 1] < seg[:, 0]) | (seg[:, 1] == seg[:, 0])
     # Videos in the GT subset keep their index; the rest get indices past it (no GT → FP).
     video_map = np.fromiter((gt.videos.get(v, len(gt.videos) + k)
                              for k, v in enumerate(p.video_ids)),
                             dtype=np.int64, count=len(p.video_ids))
     video = video_map[p.video]
-    if n and not (video_map < len(gt.videos)).any():
+    if len(p) and not (video_map < len(gt.videos)).any():
         log.warning("none of the %d predicted videos is in the evaluated GT subset; every "
                     "prediction is a false positive (wrong --subset or GT file?)",
                     len(p.video_ids))

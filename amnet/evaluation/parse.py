@@ -13,13 +13,11 @@ import math
 import numbers
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
-from functools import cache
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from amnet.errors import AmnetError, DataError, PredictionError
@@ -146,14 +144,29 @@ def parse_ground_truth(gt: Mapping[str, Any], subset: str) -> GroundTruth:
 class Predictions:
     """Every row of a results object, flat, in file order (results mapping, then rows)."""
 
-    video_ids: list[str]   # the results mapping's keys, file order
-    video: np.ndarray      # (P,) int64 into video_ids
-    labels: list[str]      # (P,)
-    scores: np.ndarray     # (P,) float64
-    segments: np.ndarray   # (P, 2) float64 seconds
+    video_ids: list[str]     # the results mapping's keys, file order
+    video: np.ndarray        # (P,) int64 into video_ids
+    label_names: list[str]   # distinct labels, first-appearance order
+    label_codes: np.ndarray  # (P,) int64 into label_names
+    scores: np.ndarray       # (P,) float64
+    segments: np.ndarray     # (P, 2) float64 seconds
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.label_codes)
+
+    @property
+    def labels(self) -> list[str]:
+        """The label of every row (a list of ``len(self)`` strings)."""
+        return list(map(self.label_names.__getitem__, self.label_codes.tolist()))
+
+    @classmethod
+    def from_labels(cls, video_ids: list[str], video: np.ndarray, labels: list[str],
+                    scores: np.ndarray, segments: np.ndarray) -> Predictions:
+        names = list(dict.fromkeys(labels))
+        code = {name: i for i, name in enumerate(names)}
+        codes = np.fromiter(map(code.__getitem__, labels), dtype=np.int64, count=len(labels))
+        return cls(video_ids=video_ids, video=video, label_names=names, label_codes=codes,
+                   scores=scores, segments=segments)
 
 
 def _bad_row(vid: str, i: int, row: Any, known: Container[str] | None,
@@ -253,68 +266,38 @@ def parse_predictions(predictions: Mapping[str, Any], *, known: Container[str] |
     if unknown or bad.any():
         _diagnose(results, known, allow_reversed, lenient_hint)  # raises, naming the first bad row
     video = np.repeat(np.arange(len(vids), dtype=np.int64), counts)
-    return Predictions(video_ids=vids, video=video, labels=labels, scores=score, segments=seg)
+    return Predictions.from_labels(vids, video, labels, score, seg)
 
 
-# Typed decoding (msgspec): a results file goes straight to flat columns, about twice as fast
-# as orjson building 10^5–10^6 dicts. Any surprise (another layout, extra fields, a type
-# msgspec refuses, a possible duplicate key) falls back to the general path, which raises
-# naming the row, so both paths accept and refuse the same files.
+# The plain layout of a large results file is scanned straight into columns (compiled, one
+# pass: amnet.evaluation.results_scan). Anything that scanner does not take as is (another
+# layout, an escape, a repeated key, a value the checks below refuse) falls back to the general
+# path, which raises naming the row, so both paths accept and refuse the same files and give
+# the same numbers bit for bit.
 
-class _Row(msgspec.Struct, forbid_unknown_fields=True):
-    label: str
-    score: float
-    segment: tuple[float, float]
+def _scanned_predictions(data: bytes, known: Container[str] | None,
+                         allow_reversed: bool) -> Predictions | None:
+    """:class:`Predictions` of ``data`` by the compiled scanner, or ``None`` → general path."""
+    from amnet.evaluation.results_scan import scan_results  # numba: only when a file is big
 
-
-class _Results(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    results: dict[str, list[_Row]]
-    # kept verbatim so that re-encoding gives back every ':' of the text (duplicate check)
-    version: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    external_data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-
-
-@cache
-def _typed_codec() -> tuple[msgspec.json.Decoder, msgspec.json.Encoder]:
-    return msgspec.json.Decoder(_Results), msgspec.json.Encoder()
-
-
-def _typed_predictions(data: bytes, known: Container[str] | None,
-                       allow_reversed: bool) -> Predictions | None:
-    """:class:`Predictions` of ``data`` by typed decoding, or ``None`` → the general path."""
-    decoder, encoder = _typed_codec()
-    if b"\\u003a" in data or b"\\u003A" in data:
-        return None  # an escaped ':' would defeat the duplicate-key count below
-    try:
-        value = decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    r = scan_results(data)
+    if r is None or len(set(r.video_ids)) != len(r.video_ids):  # a repeated video id
         return None
-    # A repeated key (video id or field) keeps only its last value: fewer ':' on re-encoding.
-    if encoder.encode(value).count(b":") != data.count(b":"):
-        return None
-    vids = list(value.results)
-    per_video = list(value.results.values())
-    rows = list(chain.from_iterable(per_video))
-    n = len(rows)
-    labels = [r.label for r in rows]
-    score = np.fromiter((r.score for r in rows), dtype=np.float64, count=n)
-    seg = np.fromiter(chain.from_iterable(r.segment for r in rows), dtype=np.float64,
-                      count=2 * n).reshape(n, 2)
-    ok = np.isfinite(score).all() and np.isfinite(seg).all()
+    ok = np.isfinite(r.scores).all() and np.isfinite(r.segments).all()
     if ok and not allow_reversed:
-        ok = not (seg[:, 1] < seg[:, 0]).any()
-    if not ok or (known is not None and any(lab not in known for lab in set(labels))):
+        ok = not (r.segments[:, 1] < r.segments[:, 0]).any()
+    if not ok or (known is not None and any(lab not in known for lab in r.label_names)):
         return None
-    counts = np.fromiter(map(len, per_video), dtype=np.int64, count=len(per_video))
-    video = np.repeat(np.arange(len(vids), dtype=np.int64), counts)
-    return Predictions(video_ids=vids, video=video, labels=labels, scores=score, segments=seg)
+    video = np.repeat(np.arange(len(r.video_ids), dtype=np.int64), r.counts)
+    return Predictions(video_ids=r.video_ids, video=video, label_names=r.label_names,
+                       label_codes=r.label_codes, scores=r.scores, segments=r.segments)
 
 
 def read_predictions(path: str | Path, *, known: Container[str] | None, allow_reversed: bool,
                      lenient_hint: bool = True) -> Predictions:
     """:func:`parse_predictions` of the results file ``path``; every error names the file.
 
-    Large files are decoded straight into columns (msgspec); anything that path does not
+    Large files are scanned straight into columns; anything that path does not
     accept as is takes :func:`load_json` + :func:`parse_predictions`, which accept and refuse
     exactly the same files.
     """
@@ -325,7 +308,8 @@ def read_predictions(path: str | Path, *, known: Container[str] | None, allow_re
         data = read_capped(path)
     except DataError as e:
         raise PredictionError(str(e)) from None
-    p = _typed_predictions(data, known, allow_reversed) if len(data) >= FAST_JSON_BYTES else None
+    p = _scanned_predictions(data, known, allow_reversed) if len(data) >= FAST_JSON_BYTES \
+        else None
     if p is not None:
         return p
     try:

@@ -10,7 +10,7 @@ import pytest
 
 from amnet.errors import DataError, PredictionError
 from amnet.evaluation.parse import (
-    _typed_predictions,
+    _scanned_predictions,
     load_json,
     parse_ground_truth,
     parse_predictions,
@@ -91,7 +91,7 @@ def test_parsers_flatten_in_file_order() -> None:
         parse_predictions(_big_results(10), known={"A"}, allow_reversed=False)
 
 
-# ----------------------------------------------------------------- typed (msgspec) results path
+# ----------------------------------------------------------------- scanned results path
 
 def _general(path: Path, known: set[str] | None, allow_reversed: bool):
     """What the general path (stdlib JSON + parse_predictions) makes of ``path``."""
@@ -126,7 +126,7 @@ _EDITS = {
 
 @pytest.mark.parametrize("allow_reversed", [False, True])
 @pytest.mark.parametrize("edit", list(_EDITS))
-def test_typed_results_path_equals_the_general_path(tmp_path: Path, edit: str,
+def test_scanned_results_path_equals_the_general_path(tmp_path: Path, edit: str,
                                                      allow_reversed: bool) -> None:
     old, new = _EDITS[edit]
     text = json.dumps(_big_results())
@@ -145,10 +145,10 @@ def test_typed_results_path_equals_the_general_path(tmp_path: Path, edit: str,
             read_predictions(path, known=known, allow_reversed=allow_reversed)
         assert str(got.value) == f"{path}: {want}"
         return
-    # the clean layouts really take the typed path (the speed of amnet eval rests on it)
-    typed = _typed_predictions(path.read_bytes(), known, allow_reversed)
-    assert (typed is not None) == (edit in {"as is", "int score", "no version", "extra top key",
-                                            "reversed"})
+    # the clean layouts really take the scanner (the speed of amnet eval rests on it)
+    scanned = _scanned_predictions(path.read_bytes(), known, allow_reversed)
+    assert (scanned is not None) == (edit in {"as is", "int score", "no version",
+                                              "extra top key", "unknown top key", "reversed"})
     got = read_predictions(path, known=known, allow_reversed=allow_reversed)
     assert got.video_ids == want.video_ids and got.labels == want.labels
     assert np.array_equal(got.video, want.video)

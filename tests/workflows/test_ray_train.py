@@ -247,10 +247,14 @@ def test_two_workers_match_one_worker_through_crash_resume_and_restart(
     assert written["ray_workers"] == 2 and written["epochs"] == EPOCHS
     assert written["loss/total"] == pytest.approx(history[-1]["loss/total"])
 
+    # The first epoch starts from the same weights: only the summation order differs. Later
+    # epochs compound it (CI measured rel 1.01e-4 at epoch 4 once); a wrong gradient average
+    # (a sum doubles every step) gives another curve, not a 1e-3 wobble.
     for key in ("loss/total", "loss/cls", "loss/reg", "loss/mat", "loss/trip"):
         a = [h[key] for h in one.history]
         b = [h[key] for h in history]
-        assert b == pytest.approx(a, rel=1e-4, abs=1e-6), key
+        assert b[0] == pytest.approx(a[0], rel=1e-4, abs=1e-6), key
+        assert b == pytest.approx(a, rel=1e-3, abs=1e-6), key
     assert _losses(one.history)[-1] < _losses(one.history)[0], "training must reduce the loss"
     for h1, h2 in zip(one.history, history, strict=True):
         assert h2["val/average_mAP"] == pytest.approx(h1["val/average_mAP"], abs=2e-3)
