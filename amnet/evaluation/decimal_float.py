@@ -12,6 +12,8 @@ The tests compare it against ``float()`` on millions of numbers of every magnitu
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -59,42 +61,39 @@ def _mul128(a: np.uint64, b: np.uint64) -> tuple[np.uint64, np.uint64]:
 POW10 = np.array([10.0 ** k for k in range(23)], dtype=np.float64)  # exact doubles
 
 
-@numba.njit(cache=True)
-def decimal_to_double(w: np.uint64, q: int, pow_hi: np.ndarray, pow_lo: np.ndarray,
-                      pow10: np.ndarray, bits: np.ndarray) -> tuple[bool, float]:
+_HI, _LO = pow5_table()  # compile-time constants of the kernels below
+
+
+@numba.njit(cache=True, inline="always")
+def decimal_to_double(w: np.uint64, q: int) -> tuple[bool, float]:
     """``(ok, x)``: the double nearest ``w · 10^q`` (non-negative); ``ok`` is False where
     this cannot decide (the caller then uses ``float()``).
 
     ``w`` is the decimal significand (at most 19 digits, so it fits in 64 bits), ``q`` the
-    decimal exponent; ``pow_hi``/``pow_lo`` from :func:`pow5_table`, ``pow10`` is
-    :data:`POW10`; ``bits`` a 1-element uint64 scratch array (its float64 view gives x).
+    decimal exponent.
     """
-    ok, b = _bits(w, q, pow_hi, pow_lo)
+    if -22 <= q <= 22 and w <= np.uint64(1 << 53):  # Clinger: one exact IEEE operation
+        v = np.float64(w)
+        return True, v * POW10[q] if q >= 0 else v / POW10[-q]
+    ok, mant, power2 = _lemire(w, q)
     if not ok:
         return False, 0.0
-    if b == np.uint64(_CLINGER):
-        v = np.float64(w)
-        return True, v * pow10[q] if q >= 0 else v / pow10[-q]
-    bits[0] = b
-    return True, bits.view(np.float64)[0]
+    if power2 == 0x7FF:
+        return True, np.inf
+    if power2 == 0:  # subnormal (or zero): mant · 2^-1074, exact
+        return True, math.ldexp(np.float64(mant), -1074)
+    return True, math.ldexp(np.float64(mant | (np.uint64(1) << np.uint64(52))), power2 - 1075)
 
 
-_CLINGER = (1 << 64) - 1  # not a double's bit pattern we return (a NaN): "use Clinger's path"
-
-
-@numba.njit(cache=True)
-def _bits(w: np.uint64, q: int, pow_hi: np.ndarray, pow_lo: np.ndarray
-          ) -> tuple[bool, np.uint64]:
-    """``(ok, IEEE bits)`` of the double nearest ``w · 10^q`` by Lemire's algorithm
-    (``_CLINGER`` where the exact fast path applies)."""
+@numba.njit(cache=True, inline="always")
+def _lemire(w: np.uint64, q: int) -> tuple[bool, np.uint64, int]:
+    """``(ok, 52-bit mantissa field, biased exponent)`` of the double nearest ``w · 10^q``."""
     zero = np.uint64(0)
     one = np.uint64(1)
     if w == zero:
-        return True, zero
+        return True, zero, 0
     if q < MIN_Q or q > MAX_Q:
-        return False, zero
-    if -22 <= q <= 22 and w <= np.uint64(1 << 53):  # Clinger: one exact IEEE operation
-        return True, np.uint64(_CLINGER)
+        return False, zero, 0
     # normalise w (leading zeros)
     lz = 0
     for step in (32, 16, 8, 4, 2, 1):
@@ -102,27 +101,28 @@ def _bits(w: np.uint64, q: int, pow_hi: np.ndarray, pow_lo: np.ndarray
             w = w << np.uint64(step)
             lz += step
     k = q - MIN_Q
-    high, low = _mul128(w, pow_hi[k])
+    high, low = _mul128(w, _HI[k])
     mask = np.uint64(0x1FF)  # 64 - (52 + 3) bits below the 55 we need
     if (high & mask) == mask:
-        high2, _ = _mul128(w, pow_lo[k])
+        high2, _ = _mul128(w, _LO[k])
         low = low + high2
         if high2 > low:
             high = high + one
         if low == np.uint64(_U64) and (q < -27 or q > 55):
-            return False, zero
+            return False, zero, 0
     upper = int(high >> np.uint64(63))
     shift = np.uint64(upper + 9)
     mant = high >> shift
     power2 = (((152170 + 65536) * q) >> 16) + 63 + upper - lz + 1023
     if power2 <= 0:  # subnormal
         if -power2 + 1 >= 64:
-            return True, zero
+            return True, zero, 0
         mant = mant >> np.uint64(-power2 + 1)
         mant = mant + (mant & one)
         mant = mant >> one
-        power2 = 0 if mant < (one << np.uint64(52)) else 1
-        return True, mant | (np.uint64(power2) << np.uint64(52))
+        if mant < (one << np.uint64(52)):
+            return True, mant, 0
+        return True, mant & ~(one << np.uint64(52)), 1
     if (low <= one and -4 <= q <= 23 and (mant & np.uint64(3)) == one
             and (mant << shift) == high):  # exactly halfway: round to even, i.e. down here
         mant = mant & ~one
@@ -133,5 +133,5 @@ def _bits(w: np.uint64, q: int, pow_hi: np.ndarray, pow_lo: np.ndarray
         power2 += 1
     mant = mant & ~(one << np.uint64(52))
     if power2 >= 0x7FF:
-        return True, np.uint64(0x7FF) << np.uint64(52)  # inf
-    return True, mant | (np.uint64(power2) << np.uint64(52))
+        return True, zero, 0x7FF  # inf
+    return True, mant, power2

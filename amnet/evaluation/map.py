@@ -41,7 +41,7 @@ thresholds together.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from amnet.errors import ConfigError, DataError
+from amnet.evaluation.matching import greedy_match
 from amnet.evaluation.parse import (
     GroundTruth,
     Predictions,
@@ -249,40 +250,6 @@ def _candidate_pairs(gt: GroundTruth, pred: _Predictions, rank: np.ndarray, t_mi
             np.concatenate(out_grp))
 
 
-def _greedy_match(pairs: tuple[np.ndarray, ...], tious: Sequence[float], n_pred: int,
-                  n_gt: int) -> np.ndarray:
-    """True-positive flags ``(T, n_pred)`` (by rank) of the greedy matching, in rounds."""
-    r, g, iou, grp = pairs
-    T = len(tious)
-    tp = np.zeros((T, n_pred), dtype=bool)
-    if r.size == 0:
-        return tp
-    # Replicate pairs per threshold they pass (exact float64 comparison, inclusive).
-    passes = iou[None, :] >= np.asarray(tious, dtype=np.float64)[:, None]
-    ti, j = np.nonzero(passes)
-    r, g, iou, grp = r[j], g[j], iou[j], grp[j]
-    n_groups = int(grp.max()) + 1
-    seg = ti.astype(np.int64) * n_groups + grp
-    order = np.lexsort((g, -iou, r, seg))
-    ti, r, g, seg = ti[order], r[order], g[order], seg[order]
-    taken = np.zeros((T, n_gt), dtype=bool)
-    done = np.zeros((T, n_pred), dtype=bool)
-    rounds = 0
-    while seg.size:
-        rounds += 1
-        first = np.empty(seg.size, dtype=bool)
-        first[0] = True
-        np.not_equal(seg[1:], seg[:-1], out=first[1:])
-        wt, wr, wg = ti[first], r[first], g[first]
-        tp[wt, wr] = True
-        done[wt, wr] = True
-        taken[wt, wg] = True
-        keep = ~(taken[ti, g] | done[ti, r])
-        ti, r, g, seg = ti[keep], r[keep], g[keep], seg[keep]
-    log.debug("greedy matching: %d rounds", rounds)
-    return tp
-
-
 def _interpolated_ap(tp: np.ndarray, npos: int) -> np.ndarray:
     """All-points interpolated AP per threshold row of ``tp`` ``(T, n)`` (ranked predictions)."""
     T = tp.shape[0]
@@ -330,7 +297,7 @@ def _score(g: GroundTruth, parsed: Predictions, tious: list[float], lenient: boo
     rank = np.empty(P, dtype=np.int64)
     rank[order] = np.arange(P)
     pairs = _candidate_pairs(g, p, rank, min(tious))
-    tp = _greedy_match(pairs, tious, P, len(g.labels))
+    tp = greedy_match(pairs, tious, P, len(g.labels))
     npos = np.bincount(g.labels, minlength=C)
     bounds = np.searchsorted(p.labels[order], np.arange(C + 1))
     ap = np.zeros((len(tious), C))

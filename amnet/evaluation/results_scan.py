@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from amnet.evaluation.decimal_float import POW10, decimal_to_double, pow5_table
+from amnet.evaluation.decimal_float import decimal_to_double
 
 __all__ = ["MAX_LABELS", "ScannedResults", "scan_results"]
 
@@ -84,9 +84,8 @@ def _same(b: np.ndarray, s1: int, n1: int, s2: int, n2: int) -> bool:
     return True
 
 
-@numba.njit(cache=True)
-def _number(b: np.ndarray, i: int, hi: np.ndarray, lo: np.ndarray, p10: np.ndarray,
-            bits: np.ndarray) -> tuple[int, float, bool]:
+@numba.njit(cache=True, inline="always")
+def _number(b: np.ndarray, i: int) -> tuple[int, float, bool]:
     """``(end, value, exact)`` of the JSON number at ``i`` (end -1: not one). ``exact`` False:
     more than 19 significant digits or undecided; parse ``b[i:end]`` with ``float()``."""
     n = b.shape[0]
@@ -144,7 +143,7 @@ def _number(b: np.ndarray, i: int, hi: np.ndarray, lo: np.ndarray, p10: np.ndarr
         q += -e if eneg else e
     if i - start > 64 or nsig > 19:
         return i, 0.0, False
-    ok, v = decimal_to_double(w, q, hi, lo, p10, bits)
+    ok, v = decimal_to_double(w, q)
     if not ok:
         return i, 0.0, False
     if neg and not (integer and w == np.uint64(0)):  # the integer -0 is int 0 → 0.0
@@ -153,8 +152,7 @@ def _number(b: np.ndarray, i: int, hi: np.ndarray, lo: np.ndarray, p10: np.ndarr
 
 
 @numba.njit(cache=True)
-def _scalar(b: np.ndarray, i: int, hi: np.ndarray, lo: np.ndarray, p10: np.ndarray,
-            bits: np.ndarray) -> int:
+def _scalar(b: np.ndarray, i: int) -> int:
     """End of the scalar (string, number, true, false, null) at ``i``; -1 if none."""
     n = b.shape[0]
     if i >= n:
@@ -164,7 +162,7 @@ def _scalar(b: np.ndarray, i: int, hi: np.ndarray, lo: np.ndarray, p10: np.ndarr
         j = _string(b, i)
         return -1 if j < 0 else j + 1
     if c == _MINUS or _ZERO <= c <= _NINE:
-        j, _, _ = _number(b, i, hi, lo, p10, bits)
+        j, _, _ = _number(b, i)
         return j
     if c == 116 and _word(b, i, _TRUE):
         return i + 4
@@ -186,8 +184,7 @@ def _word(b: np.ndarray, i: int, word: np.ndarray) -> bool:
 
 
 @numba.njit(cache=True)
-def _flat_value(b: np.ndarray, i: int, hi: np.ndarray, lo: np.ndarray, p10: np.ndarray,
-                bits: np.ndarray, ks: np.ndarray, kn: np.ndarray) -> int:
+def _flat_value(b: np.ndarray, i: int, ks: np.ndarray, kn: np.ndarray) -> int:
     """End of a scalar, or of a flat object / array of scalars (object keys distinct)."""
     n = b.shape[0]
     if i >= n:
@@ -197,7 +194,7 @@ def _flat_value(b: np.ndarray, i: int, hi: np.ndarray, lo: np.ndarray, p10: np.n
         if i < n and b[i] == _RBRACK:
             return i + 1
         while True:
-            i = _scalar(b, i, hi, lo, p10, bits)
+            i = _scalar(b, i)
             if i < 0:
                 return -1
             i = _ws(b, i)
@@ -224,7 +221,7 @@ def _flat_value(b: np.ndarray, i: int, hi: np.ndarray, lo: np.ndarray, p10: np.n
             i = _ws(b, j + 1)
             if i >= n or b[i] != _COLON:
                 return -1
-            i = _scalar(b, _ws(b, i + 1), hi, lo, p10, bits)
+            i = _scalar(b, _ws(b, i + 1))
             if i < 0:
                 return -1
             i = _ws(b, i)
@@ -234,18 +231,16 @@ def _flat_value(b: np.ndarray, i: int, hi: np.ndarray, lo: np.ndarray, p10: np.n
                 return i + 1
             else:
                 return -1
-    return _scalar(b, i, hi, lo, p10, bits)
+    return _scalar(b, i)
 
 
 @numba.njit(cache=True)
-def _scan(b: np.ndarray, hi: np.ndarray, lo: np.ndarray, p10: np.ndarray, cap_rows: int,
-          cap_videos: int):
+def _scan(b: np.ndarray, cap_rows: int, cap_videos: int):
     """The columns of ``b``, or ``ok`` False. Returns ``(ok, n_rows, n_videos, n_labels,
-    n_hard, video_span, counts, label_span, codes, values, hard)``."""
+    n_hard, video_span, first, label_span, codes, values, hard)``."""
     n = b.shape[0]
-    bits = np.empty(1, dtype=np.uint64)
     video_span = np.empty((cap_videos, 2), dtype=np.int64)
-    counts = np.zeros(cap_videos, dtype=np.int64)
+    first = np.empty(cap_videos + 1, dtype=np.int64)  # each video's first row
     label_span = np.empty((MAX_LABELS, 2), dtype=np.int64)
     table = np.full(_TABLE, -1, dtype=np.int64)
     codes = np.empty(cap_rows, dtype=np.int64)
@@ -256,7 +251,7 @@ def _scan(b: np.ndarray, hi: np.ndarray, lo: np.ndarray, p10: np.ndarray, cap_ro
     ks = np.empty(_MAX_TOP_KEYS, dtype=np.int64)
     kn = np.empty(_MAX_TOP_KEYS, dtype=np.int64)
     n_rows = n_videos = n_labels = n_hard = 0
-    fail = (False, 0, 0, 0, 0, video_span, counts, label_span, codes, values, hard)
+    fail = (False, 0, 0, 0, 0, video_span, first, label_span, codes, values, hard)
 
     i = _ws(b, 0)
     if i >= n or b[i] != _LBRACE:
@@ -280,7 +275,7 @@ def _scan(b: np.ndarray, hi: np.ndarray, lo: np.ndarray, p10: np.ndarray, cap_ro
             return fail
         i = _ws(b, i + 1)
         if not is_results:
-            i = _flat_value(b, i, hi, lo, p10, bits, ks, kn)
+            i = _flat_value(b, i, ks, kn)
             if i < 0:
                 return fail
         else:
@@ -296,7 +291,7 @@ def _scan(b: np.ndarray, hi: np.ndarray, lo: np.ndarray, p10: np.ndarray, cap_ro
                     if j < 0 or n_videos == cap_videos:
                         return fail
                     video_span[n_videos, 0], video_span[n_videos, 1] = i + 1, j
-                    v = n_videos
+                    first[n_videos] = n_rows
                     n_videos += 1
                     i = _ws(b, j + 1)
                     if i >= n or b[i] != _COLON:
@@ -377,7 +372,7 @@ def _scan(b: np.ndarray, hi: np.ndarray, lo: np.ndarray, p10: np.ndarray, cap_ro
                                             if i >= n or b[i] != _COMMA:
                                                 return fail
                                             i = _ws(b, i + 1)
-                                        e, x, exact = _number(b, i, hi, lo, p10, bits)
+                                        e, x, exact = _number(b, i)
                                         if e < 0:
                                             return fail
                                         if not exact:
@@ -404,7 +399,6 @@ def _scan(b: np.ndarray, hi: np.ndarray, lo: np.ndarray, p10: np.ndarray, cap_ro
                             if have != 7:
                                 return fail
                             n_rows += 1
-                            counts[v] += 1
                             i = _ws(b, i)
                             if i < n and b[i] == _COMMA:
                                 i = _ws(b, i + 1)
@@ -431,26 +425,27 @@ def _scan(b: np.ndarray, hi: np.ndarray, lo: np.ndarray, p10: np.ndarray, cap_ro
             return fail
     if not seen_results or _ws(b, i) != n:
         return fail
-    return (True, n_rows, n_videos, n_labels, n_hard, video_span, counts, label_span, codes,
+    first[n_videos] = n_rows
+    return (True, n_rows, n_videos, n_labels, n_hard, video_span, first, label_span, codes,
             values, hard)
 
-
-_POW5 = pow5_table()
 
 
 def scan_results(data: bytes) -> ScannedResults | None:
     """The columns of the results file ``data``; ``None`` where it is not the plain layout
     (module docstring) and the general path must read it."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if (buf >= 128).any():  # not ASCII: the general path refuses invalid UTF-8 anywhere
+    if not data.isascii():  # the general path refuses invalid UTF-8 anywhere in the file
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    cap_rows = data.count(b"{")
-    cap_videos = data.count(b"[")
-    (ok, n_rows, n_videos, n_labels, n_hard, video_span, counts, label_span, codes, values,
-     hard) = _scan(buf, _POW5[0], _POW5[1], POW10, cap_rows, cap_videos)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    # room for every row and video the bytes can hold (allocated lazily by the OS): a row
+    # takes at least len('{"label":"","score":0,"segment":[0,0]}') bytes, a video '"":[]'
+    cap_rows = len(data) // 38 + 1
+    cap_videos = len(data) // 5 + 1
+    (ok, n_rows, n_videos, n_labels, n_hard, video_span, first, label_span, codes, values,
+     hard) = _scan(buf, cap_rows, cap_videos)
     if not ok:
         return None
     flat = values[:n_rows].reshape(-1)
@@ -459,6 +454,6 @@ def scan_results(data: bytes) -> ScannedResults | None:
     video_ids = [data[s:e].decode("utf-8") for s, e in video_span[:n_videos]]
     names = [data[s:e].decode("utf-8") for s, e in label_span[:n_labels]]
     vals = values[:n_rows]
-    return ScannedResults(video_ids=video_ids, counts=counts[:n_videos].copy(),
+    return ScannedResults(video_ids=video_ids, counts=np.diff(first[:n_videos + 1]),
                           label_names=names, label_codes=codes[:n_rows].copy(),
                           scores=vals[:, 0].copy(), segments=vals[:, 1:].copy())
