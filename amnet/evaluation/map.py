@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from amnet.errors import ConfigError, DataError
-from amnet.evaluation.matching import greedy_match
+from amnet.evaluation.matching import candidate_pairs, greedy_match
 from amnet.evaluation.parse import (
     GroundTruth,
     Predictions,
@@ -60,7 +60,6 @@ from amnet.evaluation.parse import (
     parse_predictions,
     read_predictions,
 )
-from amnet.evaluation.tiou import pairwise_tiou
 
 __all__ = [
     "ANET_TIOU",
@@ -218,14 +217,14 @@ def _check_tiou(tiou: Iterable[float]) -> list[float]:
 
 
 def _candidate_pairs(gt: GroundTruth, pred: _Predictions, rank: np.ndarray, t_min: float
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(prediction rank, GT index, tIoU, group) of every same-class, same-video pair with
-    tIoU ≥ ``t_min``. Loops over (video, class) groups that hold GT, never over predictions."""
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prediction rank, GT index, tIoU) of every same-class, same-video pair with tIoU ≥
+    ``t_min``, over the (video, class) groups that hold GT."""
     n_videos = len(gt.videos) + int(pred.video.max(initial=-1)) + 1
     g_key = gt.labels * n_videos + gt.video
     p_key = pred.labels * n_videos + pred.video
-    scoreable = ~pred.forced_fp
-    p_order = np.flatnonzero(scoreable)[np.argsort(p_key[scoreable], kind="stable")]
+    scoreable = np.flatnonzero(~pred.forced_fp)
+    p_order = scoreable[np.argsort(_narrow(p_key[scoreable]), kind="stable")]
     p_sorted = p_key[p_order]
     g_order = np.argsort(g_key, kind="stable")  # file order within a group
     g_sorted = g_key[g_order]
@@ -233,38 +232,53 @@ def _candidate_pairs(gt: GroundTruth, pred: _Predictions, rank: np.ndarray, t_mi
     g_end = np.append(g_start[1:], len(g_sorted))
     p_lo = np.searchsorted(p_sorted, keys, side="left")
     p_hi = np.searchsorted(p_sorted, keys, side="right")
-    out_r, out_g, out_iou, out_grp = [], [], [], []
-    for k in np.flatnonzero(p_hi > p_lo):
-        p_idx = p_order[p_lo[k]:p_hi[k]]
-        g_idx = g_order[g_start[k]:g_end[k]]
-        iou = pairwise_tiou(pred.segments[p_idx], gt.segments[g_idx])
-        pi, gi = np.nonzero(iou >= t_min)
-        out_r.append(rank[p_idx[pi]])
-        out_g.append(g_idx[gi])
-        out_iou.append(iou[pi, gi])
-        out_grp.append(np.full(pi.size, k, dtype=np.int64))
-    if not out_r:
-        e = np.empty(0, dtype=np.int64)
-        return e, e, np.empty(0), e
-    return (np.concatenate(out_r), np.concatenate(out_g), np.concatenate(out_iou),
-            np.concatenate(out_grp))
+    pi, gi, iou = candidate_pairs(p_order, p_lo, p_hi, g_order, g_start, g_end, pred.segments,
+                                  gt.segments, t_min)
+    return rank[pi], gi, iou
+
+
+def _narrow(keys: np.ndarray) -> np.ndarray:
+    """``keys`` as int16 when they fit: numpy's stable sort is then a radix sort."""
+    if keys.size and keys.min() >= 0 and keys.max() < 1 << 15:
+        return keys.astype(np.int16)
+    return keys
+
+
+def rank_order(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Indices in (class, descending score, file order) order: ``np.lexsort((-scores,
+    labels))``, 4–7× faster. numpy's SIMD quicksort orders the scores, the rare runs of equal
+    scores are put back in file order, then a radix sort (16-bit class codes) groups the
+    classes stably."""
+    order = np.argsort(-scores)
+    v = scores[order]
+    tied = np.flatnonzero(v[1:] == v[:-1])
+    if tied.size:  # every position in a run of equal scores, and which run it belongs to
+        pos = np.unique(np.concatenate([tied, tied + 1]))
+        run = np.cumsum(np.r_[True, np.diff(pos) > 1] | np.r_[True, v[pos[1:]] != v[pos[:-1]]])
+        order[pos] = order[pos][np.lexsort((order[pos], run))]
+    return order[np.argsort(_narrow(labels[order]), kind="stable")]
 
 
 def _interpolated_ap(tp: np.ndarray, npos: int) -> np.ndarray:
-    """All-points interpolated AP per threshold row of ``tp`` ``(T, n)`` (ranked predictions)."""
+    """All-points interpolated AP per threshold row of ``tp`` ``(T, n)`` (ranked predictions).
+
+    The reference builds precision / recall at every rank; only true positives move recall, and
+    the precision envelope's maxima sit on them, so the same terms (bit for bit: k / (i + 1)
+    and k / npos are what the cumulative sums divide) come from the true positives alone, and
+    their sum is taken over the same array as the reference's.
+    """
     T = tp.shape[0]
-    tp_cum = np.cumsum(tp, axis=1, dtype=np.float64)
-    fp_cum = np.cumsum(~tp, axis=1, dtype=np.float64)
-    rec = tp_cum / npos
-    prec = tp_cum / (tp_cum + fp_cum)
-    mprec = np.hstack([np.zeros((T, 1)), prec, np.zeros((T, 1))])
-    mrec = np.hstack([np.zeros((T, 1)), rec, np.ones((T, 1))])
-    mprec = np.maximum.accumulate(mprec[:, ::-1], axis=1)[:, ::-1]  # envelope from the right
     ap = np.zeros(T)
-    step = mrec[:, 1:] != mrec[:, :-1]
-    for t in range(T):  # T ≤ 10: sum the same selected terms as the reference does
-        idx = np.flatnonzero(step[t]) + 1
-        ap[t] = np.sum((mrec[t, idx] - mrec[t, idx - 1]) * mprec[t, idx])
+    for t in range(T):  # T ≤ 10
+        pos = np.flatnonzero(tp[t])
+        k = np.arange(1, pos.size + 1, dtype=np.float64)
+        prec = k / (pos + 1).astype(np.float64)
+        rec = k / npos
+        env = np.maximum.accumulate(prec[::-1])[::-1]  # envelope from the right
+        terms = (rec - np.r_[0.0, rec[:-1]]) * env
+        if pos.size == 0 or rec[-1] != 1.0:  # the reference's closing point (recall 1, precision 0)
+            terms = np.r_[terms, (1.0 - (rec[-1] if pos.size else 0.0)) * 0.0]
+        ap[t] = np.sum(terms)
     return ap
 
 
@@ -292,8 +306,7 @@ def _score(g: GroundTruth, parsed: Predictions, tious: list[float], lenient: boo
            ) -> MAPResult:
     p = _index_predictions(parsed, g, lenient)
     C, P = len(g.classes), len(p.scores)
-    # Rank = position in (class, descending score) order; lexsort is stable → ties in file order.
-    order = np.lexsort((-p.scores, p.labels))
+    order = rank_order(p.labels, p.scores)
     rank = np.empty(P, dtype=np.int64)
     rank[order] = np.arange(P)
     pairs = _candidate_pairs(g, p, rank, min(tious))

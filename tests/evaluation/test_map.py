@@ -367,3 +367,46 @@ def test_real_thumos_gt_perfect_and_empty_predictions() -> None:
     assert r.tiou == list(THUMOS_TIOU) and r.average_mAP == 1.0 and len(r.classes) == 20
     empty = evaluate_detections(gt, {"results": {}})
     assert empty.average_mAP == 0.0 and not math.isnan(empty.average_mAP)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rank_order_is_lexsort_with_ties_in_file_order(seed: int) -> None:
+    from amnet.evaluation.map import rank_order
+
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        n = int(rng.integers(0, 2000))
+        scores = (rng.integers(0, int(rng.integers(1, 40)), n) / 7.0 if rng.random() < 0.5
+                  else rng.random(n))
+        scores[rng.random(n) < 0.1] = -0.0  # equal to 0.0: a tie, not an order
+        labels = rng.integers(0, int(rng.integers(1, 25)), n)
+        assert np.array_equal(rank_order(labels, scores), np.lexsort((-scores, labels)))
+
+
+def _dense_ap(tp: np.ndarray, npos: int) -> np.ndarray:
+    """The reference's AP: precision / recall at every rank, envelope, sum over recall steps."""
+    T = tp.shape[0]
+    tp_cum = np.cumsum(tp, axis=1, dtype=np.float64)
+    rec = tp_cum / npos
+    prec = tp_cum / (tp_cum + np.cumsum(~tp, axis=1, dtype=np.float64))
+    mprec = np.hstack([np.zeros((T, 1)), prec, np.zeros((T, 1))])
+    mrec = np.hstack([np.zeros((T, 1)), rec, np.ones((T, 1))])
+    mprec = np.maximum.accumulate(mprec[:, ::-1], axis=1)[:, ::-1]
+    out = np.zeros(T)
+    for t in range(T):
+        idx = np.flatnonzero(mrec[t, 1:] != mrec[t, :-1]) + 1
+        out[t] = np.sum((mrec[t, idx] - mrec[t, idx - 1]) * mprec[t, idx])
+    return out
+
+
+def test_ap_from_true_positives_is_the_dense_reference_bit_for_bit() -> None:
+    from amnet.evaluation.map import _interpolated_ap
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n, T = int(rng.integers(1, 2000)), int(rng.integers(1, 6))
+        tp = rng.random((T, n)) < rng.random() * 0.5
+        found = int(tp.sum(axis=1).max())
+        npos = max(1, found + (int(rng.integers(0, 40)) if rng.random() < 0.8 else 0))
+        got, want = _interpolated_ap(tp, npos), _dense_ap(tp, npos)
+        assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
