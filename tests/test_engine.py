@@ -218,3 +218,30 @@ def test_device_and_config_checks() -> None:
     with pytest.raises(ConfigError, match="matching head"):
         engine.build_model(cfg, 8, 3)
     engine.build_model(cfg.replace("infer.confidence=sigmoid"), 8, 3)
+
+
+@pytest.mark.parametrize("warmup", [0.0, 10.0])
+def test_ema_update_follows_the_warmed_up_decay(warmup: float) -> None:
+    """AveragedModel with ema_update_fn: W_n = d_n·W_{n-1} + (1−d_n)·x_n, d_n = min(decay,
+    (1+n)/(warmup+n)) after n updates; warmup 0 is torch's own EMA."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    decay = 0.99
+    net = torch.nn.Linear(1, 1, bias=False)
+    ours = AveragedModel(net, multi_avg_fn=engine.ema_update_fn(decay, warmup), use_buffers=True)
+    torchs = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    want = 0.0
+    for step in range(300):
+        with torch.no_grad():
+            net.weight.fill_(float(step))
+        ours.update_parameters(net)
+        torchs.update_parameters(net)
+        if step:  # the first update copies; `step` updates were done before this one
+            d = decay if warmup == 0 else min(decay, (1 + step) / (warmup + step))
+            want = d * want + (1 - d) * step
+    got = float(ours.module.weight)
+    assert got == pytest.approx(want, rel=1e-5)
+    if warmup == 0:
+        assert got == pytest.approx(float(torchs.module.weight), rel=1e-5)
+    else:  # the first steps are forgotten: the average sits near the latest weights
+        assert got > 250 > float(torchs.module.weight)

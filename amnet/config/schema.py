@@ -161,6 +161,9 @@ class TrainConfig:
     clip_grad: float = _f(1.0, ge=0, help="0 disables clipping")
     ema: bool = False
     ema_decay: float = _f(0.999, gt=0, lt=1)
+    ema_warmup: float = _f(10.0, ge=0, help="EMA decay after n updates: min(ema_decay, "
+                           "(1+n)/(ema_warmup+n)), so short schedules do not average in the "
+                           "initial weights; 0 = ema_decay from the first update")
     seed: int = 0
     loader_workers: int = _f(0, ge=0)
     device: str = _f("auto", help="auto | cpu | cuda | cuda:N")

@@ -23,6 +23,7 @@ from amnet.engine.build import (
     TrainState,
     build_model,
     build_train_state,
+    ema_update_fn,
     make_loader,
     train_epoch_setup,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "build_train_state",
     "checkpoint_epochs",
     "detect_phase",
+    "ema_update_fn",
     "evaluate",
     "fit",
     "ground_truth",

@@ -11,14 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from amnet.config import Config
 from amnet.errors import ConfigError, DataError
 from amnet.model.amnet import AMNet
 
-__all__ = ["TrainState", "build_model", "build_train_state", "make_loader", "train_epoch_setup"]
+__all__ = ["TrainState", "build_model", "build_train_state", "ema_update_fn", "make_loader",
+           "train_epoch_setup"]
 
 
 def build_model(cfg: Config, in_dim: int, num_classes: int) -> AMNet:
@@ -59,6 +60,28 @@ class TrainState:
         return self.ema.module if self.ema is not None else self.model
 
 
+def ema_update_fn(decay: float, warmup: float):
+    """EMA update for torch's ``AveragedModel`` with a warm-up of the decay.
+
+    After ``n`` updates the average takes ``W ← d·W + (1−d)·W_model`` with
+    ``d = min(decay, (1 + n) / (warmup + n))`` (``warmup = 0``: ``d = decay`` throughout, as
+    torch's ``get_ema_multi_avg_fn``). Why: with a fixed 0.999 the weights of the first steps
+    (≈ the random init) still hold 0.999^N of the average after N steps — 37 % after 1,000,
+    so a short schedule evaluates a blend of init and trained weights. The warm-up keeps the
+    average over roughly the last ``1/warmup`` of training until ``decay`` is reached.
+    """
+    @torch.no_grad()
+    def update(ema: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        if not ema[0].is_floating_point():  # integer buffers (counters): take the model's
+            torch._foreach_copy_(ema, current)
+            return
+        d = torch.full((), decay, dtype=torch.float64, device=n.device)
+        if warmup > 0:  # n is a device tensor: no host sync
+            d = torch.minimum(d, (1.0 + n.double()) / (warmup + n.double()))
+        torch._foreach_lerp_(ema, current, (1.0 - d).to(ema[0].dtype))
+    return update
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on conv/linear weights only; biases, norms and the ω scales are exempt."""
     decay, no_decay = [], []
@@ -88,7 +111,7 @@ def build_train_state(cfg: Config, model: AMNet, steps_per_epoch: int) -> TrainS
     ema = None
     if t.ema:
         # torch's AveragedModel: EMA of parameters and buffers, a state_dict like any module.
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
+        ema = AveragedModel(model, multi_avg_fn=ema_update_fn(t.ema_decay, t.ema_warmup),
                             use_buffers=True)
     ame_opt = None
     if t.ame_optimizer == "separate" and model.ame_parameters():
