@@ -190,6 +190,10 @@ class InferConfig:
     min_score: float = _f(1e-3, ge=0)
     max_detections: int = _f(200, ge=1)
     class_aware: bool = True
+    voting_thresh: float = _f(0.0, ge=0, le=1, help="after Soft-NMS, each kept detection's "
+                              "boundaries become the score x tIoU weighted mean of the pre-NMS "
+                              "candidates of its class overlapping it by this tIoU "
+                              "(amnet/inference/voting.py); 0 = off")
     video_scores: str = _f("", help="external video-level class scores JSON (ActivityNet fusion)")
     video_topk: int = _f(2, ge=1, help="classes taken from external scores per video")
     window: int = _f(0, ge=0, help="snippets per inference window for long videos "

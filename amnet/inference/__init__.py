@@ -9,7 +9,9 @@ Pipeline of :func:`postprocess`, batched over the videos of a batch on the outpu
 4. boundaries by Eq. 13, ``t_s = i − d_s``, ``t_e = i + d_e`` in snippets, then to seconds as
    ``(t · stride + window / 2) / fps``, clipped to [0, duration], shorter than
    ``min_duration`` dropped;
-5. class-aware Gaussian Soft-NMS, at most ``max_detections`` per video.
+5. class-aware Gaussian Soft-NMS, at most ``max_detections`` per video;
+6. optional boundary voting (``voting_thresh``): each kept detection's boundaries become the
+   weighted mean of the overlapping candidates of its class (:mod:`amnet.inference.voting`).
 
 Times are in seconds at the edges (:class:`Detections`, results JSON), snippets inside.
 """

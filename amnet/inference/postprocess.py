@@ -16,6 +16,7 @@ from amnet.inference.decode import confidence, decode_segments
 from amnet.inference.fusion import _cached_video_scores, _expand_agnostic, _fusion_weights
 from amnet.inference.nms import _soft_nms_batched, _soft_nms_cpu
 from amnet.inference.results import Detections
+from amnet.inference.voting import vote_boundaries
 from amnet.model.output import ModelOutput
 
 __all__ = ["postprocess"]
@@ -139,27 +140,31 @@ def _pre_nms_topk(scored: torch.Tensor, level_ids: torch.Tensor, cfg: InferConfi
 def _nms_per_video(segs: torch.Tensor, top: torch.Tensor, label: torch.Tensor,
                    keep: torch.Tensor, cfg: InferConfig, *, batched: bool
                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Soft-NMS of each video's candidates ``(B, K)`` → [(segments, scores, labels)] (numpy).
+    """Soft-NMS of each video's candidates ``(B, K)`` → [(segments, scores, labels)] (numpy),
+    then boundary voting (:mod:`amnet.inference.voting`) when ``cfg.voting_thresh`` > 0.
 
     ``batched``: one torch kernel for all videos (accelerators); otherwise the per-video compiled
     kernel, which touches only the picked class per step (far fewer ops on a CPU).
     """
     nms = dict(sigma=cfg.nms_sigma, iou_thresh=cfg.nms_iou_thresh, min_score=cfg.min_score,
                max_detections=cfg.max_detections, class_aware=cfg.class_aware)
+    segs_np, top_np, label_np, keep_np = (x.cpu().numpy() for x in (segs, top, label, keep))
+    if batched:
+        kidx, kscore = (x.cpu().numpy() for x in _soft_nms_batched(segs, top, label, keep, **nms))
     out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    if not batched:
-        segs_np, top_np, label_np, keep_np = (x.cpu().numpy() for x in (segs, top, label, keep))
-        for b in range(len(top_np)):
-            cand = np.flatnonzero(keep_np[b])  # still in descending score order
-            kidx, ks = _soft_nms_cpu(segs_np[b, cand], top_np[b, cand], label_np[b, cand], **nms)
-            out.append((segs_np[b, cand[kidx]], ks, label_np[b, cand[kidx]]))
-        return out
-    kidx, kscore = _soft_nms_batched(segs, top, label, keep, **nms)
-    out_segs = segs.gather(1, kidx.unsqueeze(-1).expand(-1, -1, 2)).cpu().numpy()
-    out_labels = label.gather(1, kidx).cpu().numpy()
-    out_scores = kscore.cpu().numpy()
-    for b in range(len(out_scores)):
-        alive = np.isfinite(out_scores[b])
-        out.append((out_segs[b][alive], out_scores[b][alive], out_labels[b][alive]))
+    for b in range(len(top_np)):
+        cand = np.flatnonzero(keep_np[b])  # still in descending score order
+        if batched:
+            alive = np.isfinite(kscore[b])
+            picked, scores = kidx[b][alive], kscore[b][alive]
+        else:
+            sub, scores = _soft_nms_cpu(segs_np[b, cand], top_np[b, cand], label_np[b, cand],
+                                        **nms)
+            picked = cand[sub]
+        kept, labels = segs_np[b, picked], label_np[b, picked]
+        if cfg.voting_thresh > 0:
+            kept = vote_boundaries(kept, labels, segs_np[b, cand], top_np[b, cand],
+                                   label_np[b, cand], cfg.voting_thresh,
+                                   class_aware=cfg.class_aware)
+        out.append((kept, scores, labels))
     return out
-
