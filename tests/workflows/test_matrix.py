@@ -19,7 +19,7 @@ from amnet.data.synthetic import generate_synthetic
 from workflows import ray_utils
 from workflows.config import load_config
 from workflows.matrix.runner import RESULT_FILE, cell_dir, run_matrix
-from workflows.matrix.spec import build_spec
+from workflows.matrix.spec import build_spec, training_key
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = [0, 1]
@@ -31,6 +31,9 @@ ROWS = {
     "full": {"tables": ["table2", "table4"], "label": "AMNet", "overrides": []},
     # the same config as `full` (λ1 is 1 by default): one cell, not two
     "lam_1_1": {"tables": ["table5"], "label": "λ1=1 λ2=1", "overrides": ["loss.lambda1=1"]},
+    # scoring only (infer.*): trained once with `full`, scored under its own settings
+    "full_top3": {"tables": ["variants"], "label": "top 3",
+                  "overrides": ["infer.max_detections=3"]},
     # valid-looking, fails inside the cell: the features are 16-d
     "broken": {"tables": ["table2"], "label": "broken", "overrides": ["data.feature_dim=17"]},
 }
@@ -48,7 +51,9 @@ def project(tmp_path_factory: pytest.TempPathFactory, mlflow_sqlite_uri: str) ->
     params["ray"].update(local_cpus=2, storage_path=str(root / "ray"), startup_timeout_s=120)
     (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     rows_file = {"matrix": {"preset": "tiny", "seeds": SEEDS, "cpus_per_cell": 1},
-                 "presets": {"tiny": list(ROWS), "ok": ["baseline", "full"]},
+                 "presets": {"tiny": [r for r in ROWS if r != "full_top3"],
+                             "ok": ["baseline", "full"], "shared": ["full", "full_top3"],
+                             "alone": ["full_top3"]},
                  "common": ["train.epochs=2", "train.eval_every=0"], "rows": ROWS}
     (root / "ablations.yaml").write_text(yaml.safe_dump(rows_file, allow_unicode=True))
     cfg = load_config(root / "params.yaml")
@@ -70,7 +75,7 @@ def ray_cluster(project: dict) -> Iterator[None]:
 
 def test_rows_that_resolve_to_one_config_share_a_cell(project: dict) -> None:
     spec = build_spec(project["params"], project["rows"])
-    assert spec.rows == list(ROWS) and spec.seeds == SEEDS
+    assert spec.rows == [r for r in ROWS if r != "full_top3"] and spec.seeds == SEEDS
     assert len(spec.cells) == 3 * len(SEEDS)  # lam_1_1 is full's cell
     for seed in SEEDS:
         assert spec.by_row_seed[("lam_1_1", seed)] == spec.by_row_seed[("full", seed)]
@@ -156,6 +161,31 @@ def test_matrix_runs_tags_records_a_crash_and_resumes(project: dict, ray_cluster
     assert third.ran == [gone] and not third.failed and len(third.skipped) == 3
     redone = json.loads((cell_dir(out, gone) / RESULT_FILE).read_text())
     assert redone["metrics"] == results[gone]["metrics"]  # same seed, same numbers
+
+
+def test_rows_differing_only_in_scoring_train_once(project: dict, ray_cluster: None,
+                                                   tmp_path: Path) -> None:
+    """`full_top3` differs from `full` in infer.* only: one task trains once and scores both;
+    its numbers equal those of `full_top3` trained alone (same seed), its MLflow run has no
+    epoch curve and names the training cell."""
+    spec = build_spec(project["params"], project["rows"], preset="shared", seeds=[0])
+    full, top3 = spec.by_row_seed[("full", 0)], spec.by_row_seed[("full_top3", 0)]
+    assert full != top3 and training_key(spec.cell(full).cfg) == training_key(
+        spec.cell(top3).cfg)
+    res = run_matrix(spec, tmp_path / "shared")
+    assert not res.failed, {k: r["error"] for k, r in res.results.items()}
+    assert res.results[top3]["trained_in"] == full and "trained_in" not in res.results[full]
+    preds = json.loads((cell_dir(tmp_path / "shared", top3) / "predictions.json").read_text())
+    assert max(len(v) for v in preds["results"].values()) == 3  # scored with its own infer
+    alone = run_matrix(build_spec(project["params"], project["rows"], preset="alone",
+                                  seeds=[0]), tmp_path / "alone")
+    assert alone.results[top3]["metrics"] == res.results[top3]["metrics"]
+    assert "val/average_mAP" in res.results[top3]["metrics"]
+    client = MlflowClient(project["uri"])
+    run = client.get_run(res.results[top3]["run_id"])
+    assert run.data.tags["amnet.trained_in"] == full
+    assert "loss/total" not in run.data.metrics and "val/average_mAP" in run.data.metrics
+    assert "loss/total" in client.get_run(res.results[full]["run_id"]).data.metrics
 
 
 @pytest.mark.slow

@@ -10,6 +10,12 @@ tagged ``row``, ``rows``, ``seed``, ``tables``, ``label`` and ``amnet.cell_key``
 A cell that raises is not an error of the matrix: :func:`run_cell` returns
 ``status: "failed"`` with a one-line ``error``, its MLflow run ends FAILED with the line as
 tag ``amnet.error``, and the other cells go on.
+
+:func:`run_cells` runs cells that share one training (same
+:func:`~workflows.matrix.spec.training_key`, different ``infer`` / ``eval``): the first trains
+(its MLflow run holds the per-epoch curve), each scores the same weights on the validation and
+test splits under its own settings, and the others' results and runs name the training cell
+(``trained_in``, tag ``amnet.trained_in``). A failed training fails them all.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 
 from workflows.config import WorkflowConfig, from_dict
 
-__all__ = ["STATUS_FAILED", "STATUS_OK", "cell_task", "error_line", "run_cell"]
+__all__ = ["STATUS_FAILED", "STATUS_OK", "cell_task", "error_line", "run_cell", "run_cells"]
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +57,45 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
     Returns ``{"key", "rows", "seed", "status", "error", "metrics" (``val/…`` and ``test/…``),
     "seconds", "run_id", "files": {"per_class_ap.json": …, "predictions.json": …}}``.
     """
-    t0 = time.perf_counter()
-    result: dict[str, Any] = {"key": task["key"], "rows": task["rows"], "seed": task["seed"],
-                              "status": STATUS_FAILED, "error": "", "metrics": {},
-                              "run_id": None, "files": {}}
-    try:
-        cfg = from_dict(task["cfg"], f"matrix cell {task['rows'][0]} seed {task['seed']}")
-        if task["parent_run_id"] is None:
-            metrics, files = _train_and_score(cfg, task, None)
-        else:
-            metrics, files = _tracked(cfg, task, result)
-        result.update(status=STATUS_OK, metrics=metrics, files=files)
-    except Exception as e:  # the cell's own failure: recorded, the matrix goes on
-        result["error"] = error_line(e)
-        log.warning("matrix cell %s (row %s, seed %s) failed: %s", task["key"],
-                    task["rows"][0], task["seed"], result["error"])
-    result["seconds"] = round(time.perf_counter() - t0, 3)
-    return result
+    return run_cells([task])[0]
 
 
-def _tracked(cfg: WorkflowConfig, task: dict[str, Any], result: dict[str, Any]
-             ) -> tuple[dict[str, float], dict[str, Any]]:
+def run_cells(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cells with one training key (module docstring): train once, score each; one result per
+    task, as :func:`run_cell`'s (``trained_in``: the key of the cell that trained, on the
+    others)."""
+    shared: dict[str, Any] = {}
+    results = []
+    for i, task in enumerate(tasks):
+        t0 = time.perf_counter()
+        result: dict[str, Any] = {"key": task["key"], "rows": task["rows"],
+                                  "seed": task["seed"], "status": STATUS_FAILED, "error": "",
+                                  "metrics": {}, "run_id": None, "files": {}}
+        if i:
+            result["trained_in"] = tasks[0]["key"]
+        try:
+            if "error" in shared:
+                raise RuntimeError(f"its training (cell {tasks[0]['key']}) failed: "
+                                   f"{shared['error']}")
+            cfg = from_dict(task["cfg"], f"matrix cell {task['rows'][0]} seed {task['seed']}")
+            if task["parent_run_id"] is None:
+                metrics, files = _train_and_score(cfg, task, None, shared)
+            else:
+                metrics, files = _tracked(cfg, task, result, shared)
+            result.update(status=STATUS_OK, metrics=metrics, files=files)
+        except Exception as e:  # the cell's own failure: recorded, the matrix goes on
+            result["error"] = error_line(e)
+            if not i:
+                shared["error"] = result["error"]
+            log.warning("matrix cell %s (row %s, seed %s) failed: %s", task["key"],
+                        task["rows"][0], task["seed"], result["error"])
+        result["seconds"] = round(time.perf_counter() - t0, 3)
+        results.append(result)
+    return results
+
+
+def _tracked(cfg: WorkflowConfig, task: dict[str, Any], result: dict[str, Any],
+             shared: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
     import mlflow
 
     from workflows import tracking
@@ -79,42 +103,57 @@ def _tracked(cfg: WorkflowConfig, task: dict[str, Any], result: dict[str, Any]
     tags = {"row": task["rows"][0], "rows": ",".join(task["rows"]), "seed": task["seed"],
             "tables": ",".join(task["tables"]), "label": " / ".join(task["labels"]),
             "amnet.kind": "matrix-cell", "amnet.cell_key": task["key"]}
+    if "trained_in" in result:
+        tags["amnet.trained_in"] = result["trained_in"]
     with tracking.start_run(cfg, run_name=f"{task['rows'][0]}-seed{task['seed']}",
                             parent_run_id=task["parent_run_id"], tags=tags) as run:
         result["run_id"] = run.info.run_id
         try:
             tracking.log_dataset_inputs(cfg, run.info.run_id, ("train", "val", "test"))
-            metrics, files = _train_and_score(cfg, task, run.info.run_id)
+            metrics, files = _train_and_score(cfg, task, run.info.run_id, shared)
         except Exception as e:
             mlflow.set_tag("amnet.error", error_line(e))
             raise
         mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
                            step=cfg.train.epochs)
+        if "trained_in" in result:  # scored, not trained: no epoch curve, so its val scores
+            mlflow.log_metrics({k: v for k, v in metrics.items()
+                                if k.startswith("val/")}, step=cfg.train.epochs)
         mlflow.set_tag(tracking.TAG_FINGERPRINT, tracking.test_set_fingerprint(cfg))
     return metrics, files
 
 
-def _train_and_score(cfg: WorkflowConfig, task: dict[str, Any], run_id: str | None
-                     ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Train (in this process, or a TorchTrainer of ``task['workers']`` workers), then the
-    validation scores of the last epoch and the test scores; the files' contents."""
+def _train_and_score(cfg: WorkflowConfig, task: dict[str, Any], run_id: str | None,
+                     shared: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train (in this process, or a TorchTrainer of ``task['workers']`` workers) unless
+    ``shared`` holds the group's trained model, then the validation scores (the last epoch's,
+    or this cell's scoring of the shared model) and the test scores; the files' contents."""
     from amnet import engine
+    from amnet.device import resolve_device
     from amnet.io import read_json
     from workflows.evaluate import score_model
 
     with tempfile.TemporaryDirectory(prefix="amnet-cell-") as tmp:
         out = Path(tmp)
-        if task["workers"] >= 1:
-            model, classes, last, ckpt = _train_ray(cfg, task, run_id)
+        ckpt = None
+        if "model" in shared:
+            model, classes = shared["model"], shared["classes"]
+            val = engine.evaluate(model, _val_split(cfg, shared), cfg,
+                                  resolve_device(cfg.train.device))[0]
+            last = {f"{engine.VAL_PREFIX}{k}": v for k, v in val.items()}
         else:
-            model, classes, last, ckpt = _train_here(cfg, run_id, out)
+            if task["workers"] >= 1:
+                model, classes, last, ckpt = _train_ray(cfg, task, run_id)
+            else:
+                model, classes, last, ckpt, shared["val_ds"] = _train_here(cfg, run_id, out)
+            shared.update(model=model, classes=classes)
         result, _ = score_model(cfg, model, classes, metrics_path=out / "test.json",
                                 predictions_path=out / "predictions.json",
                                 per_class_path=out / "per_class_ap.json",
                                 name=task["rows"][0])
         files = {"per_class_ap.json": read_json(out / "per_class_ap.json"),
                  "predictions.json": read_json(out / "predictions.json")}
-        if run_id is not None and task["log_model"]:
+        if run_id is not None and task["log_model"] and ckpt is not None:
             from workflows import tracking
 
             tracking.log_trained_model(cfg, ckpt)
@@ -123,8 +162,17 @@ def _train_and_score(cfg: WorkflowConfig, task: dict[str, Any], run_id: str | No
     return metrics, files
 
 
+def _val_split(cfg: WorkflowConfig, shared: dict[str, Any]) -> Any:
+    """The validation split the shared model was validated on (rebuilt after a Ray training)."""
+    if shared.get("val_ds") is None:
+        from amnet.data.dataset import train_val_datasets
+
+        shared["val_ds"] = train_val_datasets(cfg.data, seed=cfg.train.seed)[1]
+    return shared["val_ds"]
+
+
 def _train_here(cfg: WorkflowConfig, run_id: str | None, out: Path
-                ) -> tuple[Any, list[str], dict, Path]:
+                ) -> tuple[Any, list[str], dict, Path, Any]:
     from amnet import engine
     from amnet.data.dataset import train_val_datasets
 
@@ -136,7 +184,7 @@ def _train_here(cfg: WorkflowConfig, run_id: str | None, out: Path
         callback = tracking.epoch_logger(run_id)
     res = engine.fit(cfg, train_ds, val_ds, callback=callback, checkpoint_dir=out / "ckpt")
     return res["state"].eval_model, list(res["classes"]), dict(res["metrics"]), \
-        Path(res["checkpoint"])
+        Path(res["checkpoint"]), val_ds
 
 
 def _train_ray(cfg: WorkflowConfig, task: dict[str, Any], run_id: str | None

@@ -1,6 +1,9 @@
 """Running the matrix on Ray: scheduling, resume, crash recording, the MLflow parent run.
 
-Every (row × seed) cell of a :class:`~workflows.matrix.spec.Spec` is one Ray task:
+Every (row × seed) cell of a :class:`~workflows.matrix.spec.Spec` is one Ray task — or, for
+cells that differ only in their ``infer`` / ``eval`` settings (one
+:func:`~workflows.matrix.spec.training_key`), one task that trains once and scores each
+(:func:`~workflows.matrix.cell.run_cells`):
 
 * **in-process cells** (``matrix.workers_per_cell: 0``): the task holds
   ``matrix.cpus_per_cell`` CPUs and trains with that many torch threads, so a local cluster of
@@ -40,8 +43,8 @@ from typing import Any
 from amnet.io import read_json_object, staged_outputs, write_json
 from workflows import ray_utils
 from workflows.config import WorkflowConfig
-from workflows.matrix.cell import STATUS_FAILED, STATUS_OK, cell_task, run_cell
-from workflows.matrix.spec import Cell, Spec
+from workflows.matrix.cell import STATUS_FAILED, STATUS_OK, cell_task, run_cells
+from workflows.matrix.spec import Cell, Spec, training_key
 
 __all__ = ["CELLS_DIR", "RESULT_FILE", "MatrixRun", "cell_dir", "finished_result", "run_matrix"]
 
@@ -109,16 +112,27 @@ def _code_env(cfg: WorkflowConfig) -> dict[str, Any]:
     return {"runtime_env": {"env_vars": {"PYTHONPATH": path}}}
 
 
-def _remote_cell(task: dict[str, Any], threads: int) -> dict[str, Any]:
-    """The body of a cell task: torch threads = the task's CPU share, then :func:`run_cell`."""
+def _remote_cell(tasks: list[dict[str, Any]], threads: int) -> list[dict[str, Any]]:
+    """The body of a task: torch threads = the task's CPU share, then :func:`run_cells` (one
+    training, one scoring per cell)."""
     import torch
 
     torch.set_num_threads(max(1, threads))
     cpu0 = time.process_time()
-    result = run_cell(task)
-    result["torch_threads"] = torch.get_num_threads()
-    result["cpu_seconds"] = round(time.process_time() - cpu0, 3)  # load-independent cost
-    return result
+    results = run_cells(tasks)
+    for result in results:
+        result["torch_threads"] = torch.get_num_threads()
+    # load-independent cost, the training's on the cell that trained
+    results[0]["cpu_seconds"] = round(time.process_time() - cpu0, 3)
+    return results
+
+
+def _groups(cells: list[Cell]) -> list[list[Cell]]:
+    """Cells by training key, in first-seen order (one task each)."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(training_key(cell.cfg), []).append(cell)
+    return list(groups.values())
 
 
 @contextlib.contextmanager
@@ -198,28 +212,31 @@ def _run_cells(spec: Spec, todo: list[Cell], base: WorkflowConfig, parent_id: st
     remote = ray.remote(max_retries=0, **options, **_code_env(base))(_remote_cell)
     threads = max(1, int(s.cpus_per_cell))
     rows = spec.file.rows
-    pending = list(todo)
-    inflight: dict[Any, Cell] = {}
+    pending = _groups(todo)
+    inflight: dict[Any, list[Cell]] = {}
     while pending or inflight:
         while pending and len(inflight) < limit:
-            cell = pending.pop(0)
-            task = cell_task(portable_config(cell.cfg), key=cell.key, rows=cell.rows,
-                             seed=cell.seed, labels=[rows[r].label for r in cell.rows],
-                             tables=sorted({t for r in cell.rows for t in rows[r].tables}),
-                             parent_run_id=parent_id, log_model=s.log_models,
-                             workers=s.workers_per_cell)
-            inflight[remote.remote(task, threads)] = cell
+            group = pending.pop(0)
+            tasks = [cell_task(portable_config(cell.cfg), key=cell.key, rows=cell.rows,
+                               seed=cell.seed, labels=[rows[r].label for r in cell.rows],
+                               tables=sorted({t for r in cell.rows for t in rows[r].tables}),
+                               parent_run_id=parent_id, log_model=s.log_models,
+                               workers=s.workers_per_cell)
+                     for cell in group]
+            inflight[remote.remote(tasks, threads)] = group
         ready, _ = ray.wait(list(inflight), num_returns=1)
         for ref in ready:
-            cell = inflight.pop(ref)
+            group = inflight.pop(ref)
             try:
-                result = ray.get(ref)
+                got = ray.get(ref)
             except Exception as e:  # the worker died (OOM, signal): Ray's error, one line
-                result = {"key": cell.key, "rows": cell.rows, "seed": cell.seed,
-                          "status": STATUS_FAILED, "error": ray_utils.error_summary(e, 300),
-                          "metrics": {}, "run_id": None, "seconds": None}
-            results[cell.key] = _write_cell(out_dir, result)
-            log.info("cell %s (row %s, seed %d): %s%s in %s s [%d/%d]", cell.key, cell.row,
-                     cell.seed, result["status"],
-                     f" ({result['error']})" if result["error"] else "",
-                     result.get("seconds"), len(results), len(spec.cells))
+                err = ray_utils.error_summary(e, 300)
+                got = [{"key": c.key, "rows": c.rows, "seed": c.seed, "status": STATUS_FAILED,
+                        "error": err, "metrics": {}, "run_id": None, "seconds": None}
+                       for c in group]
+            for cell, result in zip(group, got, strict=True):
+                results[cell.key] = _write_cell(out_dir, result)
+                log.info("cell %s (row %s, seed %d): %s%s in %s s [%d/%d]", cell.key,
+                         cell.row, cell.seed, result["status"],
+                         f" ({result['error']})" if result["error"] else "",
+                         result.get("seconds"), len(results), len(spec.cells))

@@ -6,6 +6,12 @@ row's overrides, then any command-line ``-s``; a seed sets ``train.seed``. A cel
 where and how it runs but not what it computes (``tracking``, ``ray``, ``sweep``,
 ``extract``), so rows that resolve to the same config share one cell, and a finished cell is
 recognised on a rerun whatever the row is called.
+
+Cells whose configs differ only in how a trained model is scored (the ``infer`` and ``eval``
+sections: Soft-NMS, voting, top-k, confidence formula at test time) have the same
+:func:`training_key`: the runner trains them once and scores the one model under each cell's
+settings, so a post-processing row costs an evaluation, not a training, and its paired
+difference against its reference row holds the trained weights fixed.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from amnet.errors import ConfigError
 from workflows.config import WorkflowConfig, load_config
 
 __all__ = ["DEFAULT_ROWS", "Cell", "MatrixFile", "MatrixSettings", "Row", "Spec", "build_spec",
-           "cell_key", "load_matrix_file"]
+           "cell_key", "load_matrix_file", "training_key"]
 
 DEFAULT_ROWS = "params/ablations.yaml"
 #: config sections that do not change what a cell computes (left out of its key)
 UNKEYED = ("tracking", "ray", "sweep", "extract")
+#: sections that only score a trained model: cells differing only here share one training
+SCORING_ONLY = ("infer", "eval")
 TABLE_IDS = ("table2", "table3", "table4", "table5", "fig6", "depth", "variants")
 
 
@@ -184,12 +192,22 @@ def row_config(params: str | Path | None, row: Row, common: Sequence[str],
     return cfg.replace(f"tracking.experiment={cfg.tracking.experiment}-ablations")
 
 
+def _hash(cfg: WorkflowConfig, leave_out: Sequence[str]) -> str:
+    d = {k: v for k, v in cfg.to_dict().items() if k not in leave_out}
+    text = json.dumps(d, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def cell_key(cfg: WorkflowConfig) -> str:
     """Hash of what a cell computes: its resolved config (seed included) minus
     :data:`UNKEYED`; 16 hex digits."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in UNKEYED}
-    text = json.dumps(d, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _hash(cfg, UNKEYED)
+
+
+def training_key(cfg: WorkflowConfig) -> str:
+    """Hash of what a cell trains: :func:`cell_key` without :data:`SCORING_ONLY` (cells with
+    one training key train once)."""
+    return _hash(cfg, (*UNKEYED, *SCORING_ONLY))
 
 
 def build_spec(params: str | Path | None, rows_file: str | Path = DEFAULT_ROWS, *,
