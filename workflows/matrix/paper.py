@@ -103,5 +103,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     )),
     Experiment("depth", "GAM depth (reference: depth 1; not in the paper)", "gam_depth_1", ()),
     Experiment("variants", "Our variants of the full model (reference: full; not in the paper)",
-               "full", ()),
+               "full", (
+        # voting on the ActionFormer-like models is compared with those same models
+        PaperRow("actionformer_like_voting", "ours (not in the paper)",
+                 vs="actionformer_like"),
+    )),
 )
