@@ -21,8 +21,11 @@ def test_the_project_presets() -> None:
     assert default.preset == "default" and default.seeds == [0, 1, 2, 3, 4]
     assert len(default.rows) == 5 and len(default.cells) == 25  # Table 2's rows
     full = build_spec(REPO / "params" / "default.yaml", ROWS, preset="full")
-    # every row the paper's tables name is in the full preset
-    assert {r.row for e in EXPERIMENTS for r in e.rows} <= set(full.rows)
+    # every row the paper's tables name is in the full preset, our variants' in `variants`
+    assert {r.row for e in EXPERIMENTS if e.key != "variants" for r in e.rows} <= set(full.rows)
+    variants = build_spec(REPO / "params" / "default.yaml", ROWS, preset="variants")
+    assert {r.row for e in EXPERIMENTS if e.key == "variants" for r in e.rows} <= set(
+        variants.rows)
     shared = {tuple(c.rows) for c in full.cells if len(c.rows) > 1}
     assert ("full", "lam_1_1", "match_l2", "gam_depth_1") in shared
     assert ("conf_sigmoid_sigmoid", "match_bce") in shared
