@@ -24,6 +24,7 @@ __all__ = [
     "matching_loss",
     "segment_tiou",
     "sigmoid_focal_loss",
+    "triplet_from_prototypes",
     "triplet_loss",
 ]
 
@@ -114,18 +115,33 @@ def triplet_loss(f_mask: torch.Tensor, pos_mask: torch.Tensor, f_pos: torch.Tens
         w = m.to(x.dtype)[:, None]
         return F.normalize((x * w).sum(-1) / w.sum(-1).clamp(min=1), dim=1)   # (B, C)
 
-    p, n = proto(f_pos, f_pos_mask), proto(f_neg, f_neg_mask)
-    anchor = F.normalize(f_mask, dim=1)                                         # (B, C, T)
-    d_pos = ((anchor - p[..., None]) ** 2).sum(1)                               # (B, T)
-    d_neg = ((anchor - n[..., None]) ** 2).sum(1)
-    per_step = F.relu(d_pos - d_neg + margin)
+    ok = f_pos_mask.any(1) & f_neg_mask.any(1)
+    return triplet_from_prototypes(f_mask, pos_mask, proto(f_pos, f_pos_mask),
+                                   proto(f_neg, f_neg_mask), ok, margin, neg_anchor_mask)
+
+
+def triplet_from_prototypes(f_mask: torch.Tensor, pos_mask: torch.Tensor, p: torch.Tensor,
+                            n: torch.Tensor, ok: torch.Tensor, margin: float = 1.0,
+                            neg_anchor_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`triplet_loss` given the L2-normalised prototypes ``p``, ``n`` (B, C) and ``ok``
+    (B,), the videos that have both sets (the AME computes the prototypes from its hidden
+    layer, :meth:`amnet.model.ame.AME.masked_mean`, without the C-wide output of the sets).
+
+    Per anchor step ``d_pos − d_neg = ‖â − p‖² − ‖â − n‖² = ‖p‖² − ‖n‖² − 2 â·(p − n)``
+    (``â`` the normalised anchor): one C-wide dot product per step instead of two squared
+    distances.
+    """
+    norm = f_mask.norm(dim=1).clamp(min=1e-12)                                  # (B, T)
+    dot = torch.einsum("bct,bc->bt", f_mask, p - n) / norm                      # â·(p − n)
+    diff = ((p * p).sum(1) - (n * n).sum(1))[:, None] - 2 * dot                 # d_pos − d_neg
+    per_step = F.relu(diff + margin)
     w = pos_mask.to(per_step.dtype)
     per_video = (per_step * w).sum(1) / w.sum(1).clamp(min=1)
     if neg_anchor_mask is not None:
         wn = neg_anchor_mask.to(per_step.dtype)
-        swapped = F.relu(d_neg - d_pos + margin)
+        swapped = F.relu(margin - diff)
         per_video = 0.5 * (per_video + (swapped * wn).sum(1) / wn.sum(1).clamp(min=1))
-    ok = (f_pos_mask.any(1) & f_neg_mask.any(1) & pos_mask.any(1)).to(per_video.dtype)
+    ok = (ok & pos_mask.any(1)).to(per_video.dtype)
     # mean over the videos that have a triplet, without a host sync; all-zero weights give
     # a zero that still depends on f_mask
     return (per_video * ok).sum() / ok.sum().clamp(min=1)

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["AME", "ConvNormAct", "channel_layer_norm", "pack_pos_neg", "pack_steps"]
+__all__ = ["AME", "ConvNormAct", "channel_layer_norm", "pack_pos_neg", "pack_steps",
+           "pos_neg_order"]
 
 
 def channel_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -66,10 +67,77 @@ class AME(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``F_mask = AME(F)`` (Eq. 1): (B, C, T) → (B, C, T), padded steps zero."""
-        h = x
+        return self.output(self.hidden(x, mask), mask)
+
+    def hidden(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The K conv blocks of Eq. 1 (B, C, T) → (B, hidden, T), padded steps zero."""
         for block in self.blocks:
-            h, _ = block(h, mask)
+            x, _ = block(x, mask)
+        return x
+
+    def output(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The point-wise output conv of Eq. 1 on :meth:`hidden`'s result, padded steps zero."""
         return self.out(h) * mask[:, None].to(h.dtype)
+
+    def masked_mean(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean over the ``mask``ed steps of the AME output, from the hidden layer (B, C):
+        the output conv is affine, so ``mean(W h + b) = W mean(h) + b`` without the C-wide
+        output of every step; 0 where the mask is empty (as a masked mean of zeros)."""
+        w = mask.to(h.dtype)
+        count = w.sum(-1, keepdim=True)                                       # (B, 1)
+        mean_h = torch.einsum("bht,bt->bh", h, w) / count.clamp(min=1)
+        return mean_h @ self.out.weight[:, :, 0].T + self.out.bias * (count > 0).to(h.dtype)
+
+    def hidden_with_packed(self, x: torch.Tensor, mask: torch.Tensor, src: torch.Tensor,
+                           src_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`hidden` of ``x`` and of its packed view ``x[:, :, src]`` (masked by
+        ``src_mask``, e.g. :func:`pack_pos_neg`'s layout), in one go.
+
+        The first conv is linear, so its per-tap projections ``W_k x_t`` are computed once on
+        ``x`` and summed along each sequence's own neighbours: ``x``'s shifted, the packed
+        view's gathered through ``src`` (a masked or out-of-range neighbour adds zero, as the
+        conv's zero padding does). The packed view never runs the C-wide first conv — the
+        costliest layer at I3D's C — only the narrow blocks after it.
+
+        Args:
+            x: (B, C, T) features, zero at padded steps; mask (B, T).
+            src: (B, L) index into ``x``'s steps of each packed step; src_mask (B, L) which
+                packed steps are real (the others, and their ``src``, are ignored).
+
+        Returns:
+            ``h_x`` (B, hidden, T) and ``h_packed`` (B, hidden, L), padded steps zero.
+        """
+        first = self.blocks[0]
+        conv = first.conv
+        b, c, t = x.shape
+        k = conv.kernel_size[0]
+        r = k // 2
+        hid = conv.out_channels
+        taps = conv.weight.permute(2, 0, 1).reshape(k * hid, c)                 # (k·H, C)
+        proj = torch.matmul(taps, x).view(b, k, hid, t)                         # W_k x_t
+        bias = conv.bias.view(1, hid, 1)
+        padded = F.pad(proj, (r, r))
+        h_x = bias + sum(padded[:, i, :, i:i + t] for i in range(k))            # (B, H, T)
+        # packed: tap i reads the packed neighbour j + i − r, i.e. x's step src[j + i − r]
+        zero = F.pad(proj, (0, 1))                                              # step T is 0
+        idx = F.pad(torch.where(src_mask, src, torch.full_like(src, t)), (r, r), value=t)
+        length = src.shape[1]
+        h_p = bias + sum(zero[:, i].gather(2, idx[:, None, i:i + length].expand(-1, hid, -1))
+                         for i in range(k))                                    # (B, H, L)
+        outs = []
+        for h, m in ((h_x, mask), (h_p, src_mask)):
+            h = F.relu(channel_layer_norm(first.norm, h)) * m[:, None].to(h.dtype)
+            outs.append(h)
+        h_x, h_p = outs
+        if len(self.blocks) > 1:  # the narrow blocks: one batch of 2B sequences
+            gap = max(length - t, 0)
+            hs = torch.cat([F.pad(h_x, (0, gap)), F.pad(h_p, (0, max(t - length, 0)))])
+            ms = torch.cat([F.pad(mask, (0, gap), value=False),
+                            F.pad(src_mask, (0, max(t - length, 0)), value=False)])
+            for block in self.blocks[1:]:
+                hs, _ = block(hs, ms)
+            h_x, h_p = hs[:b, :, :t], hs[b:, :, :length]
+        return h_x, h_p
 
     def refine(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Eq. 4: ``F̂ = F + F_mask`` (action-aware attention, residual form)."""
@@ -117,15 +185,22 @@ def pack_pos_neg(x: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, gap: int
         ``packed`` (B, C, T + gap), ``pos_mask`` and ``neg_mask`` (B, T + gap) marking where
         the packed action and background steps lie.
     """
-    b, _, t = x.shape
-    # sort key: 0 = action, 1 = gap, 2 = background, 3 = neither; the gap slots are extra
-    # zero columns appended after T, so one stable sort + gather lays the sequence out.
-    key = torch.full((b, t), 3, dtype=torch.uint8, device=x.device)
-    key = key.masked_fill(pos, 0).masked_fill(neg, 2)
-    key = torch.cat([key, torch.ones(b, gap, dtype=torch.uint8, device=x.device)], dim=1)
-    order = torch.sort(key, dim=1, stable=True).indices
-    xg = F.pad(x, (0, gap))
-    packed = xg.gather(2, order[:, None, :].expand(-1, x.shape[1], -1))
-    sorted_key = key.gather(1, order)
-    m_pos, m_neg = sorted_key == 0, sorted_key == 2
+    order, m_pos, m_neg = pos_neg_order(pos, neg, gap)
+    packed = F.pad(x, (0, gap)).gather(2, order[:, None, :].expand(-1, x.shape[1], -1))
     return packed * (m_pos | m_neg)[:, None].to(x.dtype), m_pos, m_neg
+
+
+def pos_neg_order(pos: torch.Tensor, neg: torch.Tensor, gap: int = 1
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`pack_pos_neg`'s layout without moving features: ``src`` (B, T + gap), the step
+    of ``x`` at each packed position (values ≥ T are gap or unused slots), and the packed
+    action / background masks (B, T + gap)."""
+    b, t = pos.shape
+    # sort key: 0 = action, 1 = gap, 2 = background, 3 = neither; the gap slots are extra
+    # zero columns appended after T, so one stable sort lays the sequence out.
+    key = torch.full((b, t), 3, dtype=torch.uint8, device=pos.device)
+    key = key.masked_fill(pos, 0).masked_fill(neg, 2)
+    key = torch.cat([key, torch.ones(b, gap, dtype=torch.uint8, device=pos.device)], dim=1)
+    order = torch.sort(key, dim=1, stable=True).indices
+    sorted_key = key.gather(1, order)
+    return order, sorted_key == 0, sorted_key == 2

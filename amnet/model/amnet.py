@@ -8,8 +8,8 @@ from torch.nn import functional as F
 
 from amnet.config import ModelConfig
 from amnet.errors import ConfigError
-from amnet.losses import triplet_loss
-from amnet.model.ame import AME, pack_pos_neg
+from amnet.losses import triplet_from_prototypes
+from amnet.model.ame import AME, pos_neg_order
 from amnet.model.assign import point_layout
 from amnet.model.gam import GAM
 from amnet.model.heads import Heads
@@ -105,23 +105,29 @@ class AMNet(nn.Module):
                   ) -> torch.Tensor:
         """Eq. 1–3: ``F_mask = AME(F)``, ``F̂_pos = AME(F_pos)``, ``F̂_neg = AME(F_neg)`` → L_trip.
 
-        F_pos / F_neg are each video's action / background snippets concatenated along time;
-        both go into one packed sequence per video (:func:`pack_pos_neg`: ``[pos | gap |
-        neg]``, length T + gap), so the three AME passes run as ONE batch of 2B sequences
-        instead of 3B — exactly the same outputs, since every AME block re-masks padded steps.
+        F_pos / F_neg are each video's action / background snippets concatenated along time,
+        laid out as one packed sequence per video (:func:`pos_neg_order`: ``[pos | gap |
+        neg]``, length T + gap): the same outputs as three separate AME passes, since every
+        AME block re-masks padded steps. Three exact savings (same loss and gradients up to
+        float rounding, pinned by the tests against three separate passes): the packed view's
+        C-wide first conv reuses the per-tap projections of F
+        (:meth:`AME.hidden_with_packed`); the prototypes are means of the hidden layer mapped
+        through the affine output conv (:meth:`AME.masked_mean`), so only F's own steps go
+        through it; the per-step distances are one dot product each
+        (:func:`triplet_from_prototypes`).
         """
         if self.ame is None:
             raise ValueError("phase='mask' needs the AME (model.ame=true)")
         gap = self.ame.kernel // 2
-        packed, m_pos, m_neg = pack_pos_neg(feats, pos_mask, mask & ~pos_mask, gap)
-        xs = torch.cat([F.pad(feats, (0, gap)), packed])
-        ms = torch.cat([F.pad(mask, (0, gap), value=False), m_pos | m_neg])
-        out = self.ame(xs, ms)
-        b = feats.shape[0]
-        f_mask, f_packed = out[:b, :, :feats.shape[2]], out[b:]
-        neg_anchors = mask & ~pos_mask if self.triplet_anchors == "both" else None
-        return triplet_loss(f_mask, pos_mask, f_packed, m_pos, f_packed, m_neg,
-                            self.triplet_margin, neg_anchors)
+        neg_mask = mask & ~pos_mask
+        src, m_pos, m_neg = pos_neg_order(pos_mask, neg_mask, gap)
+        h_f, h_packed = self.ame.hidden_with_packed(feats, mask, src, m_pos | m_neg)
+        f_mask = self.ame.output(h_f, mask)
+        p = F.normalize(self.ame.masked_mean(h_packed, m_pos), dim=1)
+        n = F.normalize(self.ame.masked_mean(h_packed, m_neg), dim=1)
+        neg_anchors = neg_mask if self.triplet_anchors == "both" else None
+        return triplet_from_prototypes(f_mask, pos_mask, p, n, m_pos.any(1) & m_neg.any(1),
+                                       self.triplet_margin, neg_anchors)
 
     def detect(self, feats: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
         """Detector pass (§3.3): padded (B, C, T), (B, T) → :class:`ModelOutput`."""
