@@ -124,11 +124,8 @@ class AME(nn.Module):
         length = src.shape[1]
         h_p = bias + sum(zero[:, i].gather(2, idx[:, None, i:i + length].expand(-1, hid, -1))
                          for i in range(k))                                    # (B, H, L)
-        outs = []
-        for h, m in ((h_x, mask), (h_p, src_mask)):
-            h = F.relu(channel_layer_norm(first.norm, h)) * m[:, None].to(h.dtype)
-            outs.append(h)
-        h_x, h_p = outs
+        h_x, h_p = (F.relu(channel_layer_norm(first.norm, h)) * m[:, None].to(h.dtype)
+                    for h, m in ((h_x, mask), (h_p, src_mask)))                # σ(ε(·))
         if len(self.blocks) > 1:  # the narrow blocks: one batch of 2B sequences
             gap = max(length - t, 0)
             hs = torch.cat([F.pad(h_x, (0, gap)), F.pad(h_p, (0, max(t - length, 0)))])
