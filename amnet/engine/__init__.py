@@ -30,6 +30,7 @@ from amnet.engine.build import (
 from amnet.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     checkpoint_epochs,
+    inference_checkpoint,
     load_checkpoint,
     load_model_for_inference,
     save_checkpoint,
@@ -56,6 +57,7 @@ __all__ = [
     "evaluate",
     "fit",
     "ground_truth",
+    "inference_checkpoint",
     "load_checkpoint",
     "load_model_for_inference",
     "make_loader",

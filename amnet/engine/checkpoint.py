@@ -16,8 +16,8 @@ from amnet.errors import ConfigError, ModelLoadError
 from amnet.io import atomic_target
 from amnet.model.amnet import AMNet
 
-__all__ = ["CHECKPOINT_FORMAT", "checkpoint_epochs", "load_checkpoint", "load_model_for_inference",
-           "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "checkpoint_epochs", "inference_checkpoint", "load_checkpoint",
+           "load_model_for_inference", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "amnet-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -75,6 +75,22 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def inference_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """Write ``dst``: the weights :func:`load_model_for_inference` uses (the EMA average when
+    kept), the config, shapes and class names of checkpoint ``src`` — no optimiser, scheduler
+    or RNG state (a third to a quarter of the size; it cannot resume training)."""
+    payload = _read_checkpoint(src)
+    weights = payload["model"]
+    if payload.get("ema") is not None:
+        weights = {k[len("module."):]: v for k, v in payload["ema"].items()
+                   if k.startswith("module.")}
+    slim = {k: payload[k] for k in ("format", "version", "config", "in_dim", "num_classes",
+                                     "epoch", "step")}
+    slim.update(model=weights, ema=None, extra=payload.get("extra") or {}, inference_only=True)
+    with atomic_target(Path(dst)) as tmp:
+        torch.save(slim, tmp)
+
+
 def checkpoint_epochs(path: str | Path) -> int:
     """How many epochs a checkpoint has completed (raises :class:`ModelLoadError` for a file
     that is not a readable amnet checkpoint)."""
@@ -106,6 +122,10 @@ def load_checkpoint(path: str | Path, cfg: Config | None = None, device: str | t
     None). Returns ``(state, info)``; ``info`` holds ``classes``, ``config`` (the stored dict),
     ``rng`` (apply with :func:`restore_rng`) and the ``extra`` entries."""
     payload = _read_checkpoint(path)
+    if payload.get("inference_only"):
+        raise ModelLoadError(f"{path}: an inference-only checkpoint (weights, no optimiser "
+                             "state) cannot resume training; resume from <out>/checkpoints/"
+                             "last.pt of the run")
     cfg = cfg if cfg is not None else _stored_config(payload, path)
     device = resolve_device(device)
     model = build_model(cfg, int(payload["in_dim"]), int(payload["num_classes"]))

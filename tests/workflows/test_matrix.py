@@ -188,6 +188,44 @@ def test_rows_differing_only_in_scoring_train_once(project: dict, ray_cluster: N
     assert "loss/total" in client.get_run(res.results[full]["run_id"]).data.metrics
 
 
+def test_kept_models_are_scored_by_a_later_scoring_only_row(project: dict, ray_cluster: None,
+                                                            tmp_path: Path) -> None:
+    """matrix.keep_models: each training leaves an inference-only model.pt; a scoring-only row
+    run later scores it (no training) with the numbers a shared training gives; a damaged
+    model.pt costs a training, not the cell."""
+    from amnet.engine import load_checkpoint, load_model_for_inference
+    from amnet.errors import ModelLoadError
+    from workflows.matrix.runner import MODEL_FILE
+
+    rows = yaml.safe_load(project["rows"].read_text())
+    rows["matrix"]["keep_models"] = True
+    rows_file = tmp_path / "ablations.yaml"
+    rows_file.write_text(yaml.safe_dump(rows, allow_unicode=True))
+    out = tmp_path / "out"
+    first = run_matrix(build_spec(project["params"], rows_file, preset="ok", seeds=[0]), out)
+    shared = build_spec(project["params"], rows_file, preset="shared", seeds=[0])
+    full, top3 = shared.by_row_seed[("full", 0)], shared.by_row_seed[("full_top3", 0)]
+    assert not first.failed and full in first.ran
+    kept = cell_dir(out, full) / MODEL_FILE
+    model, _, classes = load_model_for_inference(kept)
+    assert classes and not model.training
+    with pytest.raises(ModelLoadError, match="inference-only"):
+        load_checkpoint(kept)
+    later = run_matrix(shared, out)
+    assert later.ran == [top3] and later.results[top3]["trained_in"] == full
+    run = MlflowClient(project["uri"]).get_run(later.results[top3]["run_id"])
+    assert "loss/total" not in run.data.metrics
+    together = run_matrix(build_spec(project["params"], project["rows"], preset="shared",
+                                     seeds=[0]), tmp_path / "together")
+    assert later.results[top3]["metrics"] == together.results[top3]["metrics"]
+    # a damaged kept model: the row trains instead, with the same numbers
+    kept.write_bytes(b"not a checkpoint")
+    shutil.rmtree(cell_dir(out, top3))
+    again = run_matrix(shared, out)
+    assert again.ran == [top3] and "trained_in" not in again.results[top3]
+    assert again.results[top3]["metrics"] == together.results[top3]["metrics"]
+
+
 @pytest.mark.slow
 def test_a_cell_as_a_torch_trainer_does_not_deadlock(project: dict, ray_cluster: None,
                                                      tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ def test_the_project_presets() -> None:
     ({"matrix": {"seeds": [0, 0]}}, "matrix.seeds must be a non-empty list of distinct"),
     ({"matrix": {"cpus": 1}}, "unknown key matrix.cpus"),
     ({"matrix": {"cpus_per_cell": 0}}, "matrix.cpus_per_cell must be > 0"),
+    ({"matrix": {"keep_models": "yes"}}, "matrix.keep_models must be true or false"),
     ({"presets": {"default": ["nope"]}}, "preset 'default' names no row or an unknown row"),
     ({"rows": {"x": {"tables": ["table9"], "overrides": []}}}, "unknown table 'table9'"),
     ({"rows": {"x": {"overrides": ["model.ame"]}}}, "'overrides' must be key=value"),

@@ -15,7 +15,10 @@ tag ``amnet.error``, and the other cells go on.
 :func:`~workflows.matrix.spec.training_key`, different ``infer`` / ``eval``): the first trains
 (its MLflow run holds the per-epoch curve), each scores the same weights on the validation and
 test splits under its own settings, and the others' results and runs name the training cell
-(``trained_in``, tag ``amnet.trained_in``). A failed training fails them all.
+(``trained_in``, tag ``amnet.trained_in``). A failed training fails them all. With
+``matrix.keep_models`` the trained weights come back too (an inference-only checkpoint, the
+runner keeps it as ``model.pt`` in the cell's folder), and a task given such a model scores it
+instead of training.
 """
 
 from __future__ import annotations
@@ -43,12 +46,18 @@ def error_line(e: BaseException, limit: int = 300) -> str:
 
 
 def cell_task(cfg: WorkflowConfig, *, key: str, rows: list[str], seed: int, labels: list[str],
-             tables: list[str], parent_run_id: str | None, log_model: bool,
-             workers: int) -> dict[str, Any]:
-    """The arguments of :func:`run_cell` as one plain mapping (what a Ray task receives)."""
+              tables: list[str], parent_run_id: str | None, log_model: bool,
+              workers: int, keep_model: bool = False, model: bytes | None = None,
+              model_from: str | None = None) -> dict[str, Any]:
+    """The arguments of :func:`run_cell` as one plain mapping (what a Ray task receives).
+
+    ``keep_model``: return the trained weights (``model_bytes`` of the result); ``model``:
+    the bytes of a kept model of this cell's training key (cell ``model_from``) to score
+    instead of training (only the group's first task's is used)."""
     return {"cfg": cfg.to_dict(), "key": key, "rows": list(rows), "seed": int(seed),
             "labels": list(labels), "tables": list(tables), "parent_run_id": parent_run_id,
-            "log_model": bool(log_model), "workers": int(workers)}
+            "log_model": bool(log_model), "workers": int(workers),
+            "keep_model": bool(keep_model), "model": model, "model_from": model_from}
 
 
 def run_cell(task: dict[str, Any]) -> dict[str, Any]:
@@ -65,14 +74,23 @@ def run_cells(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     task, as :func:`run_cell`'s (``trained_in``: the key of the cell that trained, on the
     others)."""
     shared: dict[str, Any] = {}
+    trained_in = tasks[0]["key"]
+    if tasks[0].get("model") is not None:
+        try:
+            shared["model"], shared["classes"] = _load_kept(tasks[0]["model"])
+            trained_in = tasks[0]["model_from"]
+        except Exception as e:  # a damaged model.pt costs a training, not the cells
+            log.warning("matrix cell %s: the kept model of cell %s does not load (%s); "
+                        "training instead", tasks[0]["key"], tasks[0]["model_from"],
+                        error_line(e))
     results = []
     for i, task in enumerate(tasks):
         t0 = time.perf_counter()
         result: dict[str, Any] = {"key": task["key"], "rows": task["rows"],
                                   "seed": task["seed"], "status": STATUS_FAILED, "error": "",
                                   "metrics": {}, "run_id": None, "files": {}}
-        if i:
-            result["trained_in"] = tasks[0]["key"]
+        if i or trained_in != task["key"]:
+            result["trained_in"] = trained_in
         try:
             if "error" in shared:
                 raise RuntimeError(f"its training (cell {tasks[0]['key']}) failed: "
@@ -85,12 +103,14 @@ def run_cells(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
             result.update(status=STATUS_OK, metrics=metrics, files=files)
         except Exception as e:  # the cell's own failure: recorded, the matrix goes on
             result["error"] = error_line(e)
-            if not i:
+            if not i and "model" not in shared:  # the training failed: so do the others
                 shared["error"] = result["error"]
             log.warning("matrix cell %s (row %s, seed %s) failed: %s", task["key"],
                         task["rows"][0], task["seed"], result["error"])
         result["seconds"] = round(time.perf_counter() - t0, 3)
         results.append(result)
+    if "model_bytes" in shared:
+        results[0]["model_bytes"] = shared["model_bytes"]
     return results
 
 
@@ -147,6 +167,9 @@ def _train_and_score(cfg: WorkflowConfig, task: dict[str, Any], run_id: str | No
             else:
                 model, classes, last, ckpt, shared["val_ds"] = _train_here(cfg, run_id, out)
             shared.update(model=model, classes=classes)
+            if task.get("keep_model"):
+                engine.inference_checkpoint(ckpt, out / "kept.pt")
+                shared["model_bytes"] = (out / "kept.pt").read_bytes()
         result, _ = score_model(cfg, model, classes, metrics_path=out / "test.json",
                                 predictions_path=out / "predictions.json",
                                 per_class_path=out / "per_class_ap.json",
@@ -160,6 +183,17 @@ def _train_and_score(cfg: WorkflowConfig, task: dict[str, Any], run_id: str | No
     metrics = {k: float(v) for k, v in last.items() if k.startswith(engine.VAL_PREFIX)}
     metrics.update({f"test/{k}": float(v) for k, v in result.metrics().items()})
     return metrics, files
+
+
+def _load_kept(data: bytes) -> tuple[Any, list[str]]:
+    """A kept model (inference checkpoint bytes) → (model in eval mode, class names)."""
+    from amnet.engine import load_model_for_inference
+
+    with tempfile.TemporaryDirectory(prefix="amnet-kept-") as tmp:
+        path = Path(tmp) / "model.pt"
+        path.write_bytes(data)
+        model, _, classes = load_model_for_inference(path)
+    return model, list(classes)
 
 
 def _val_split(cfg: WorkflowConfig, shared: dict[str, Any]) -> Any:

@@ -16,9 +16,12 @@ cells that differ only in their ``infer`` / ``eval`` settings (one
   that other drivers hold (no deadlock).
 
 **Resume.** The driver writes each finished cell's folder ``<out>/cells/<key>/`` (result,
-per-class AP, predictions) atomically as soon as it returns; the key is a hash of the cell's
+per-class AP, predictions; with ``matrix.keep_models`` the trained model as ``model.pt``, an
+inference-only checkpoint) atomically as soon as it returns; the key is a hash of the cell's
 resolved config and seed (:func:`~workflows.matrix.spec.cell_key`). A rerun skips every cell
-whose folder holds a result with ``status: ok`` and reruns the others (missing, failed).
+whose folder holds a result with ``status: ok`` and reruns the others (missing, failed). A
+cell to run whose training key has a kept ``model.pt`` (a scoring-only row added later)
+scores that model instead of training again.
 
 **Crashes.** A cell that raises, or whose worker dies, is recorded (``status: failed`` and a
 one-line ``error`` in its result, the metrics file and the report); the other cells finish.
@@ -46,12 +49,14 @@ from workflows.config import WorkflowConfig
 from workflows.matrix.cell import STATUS_FAILED, STATUS_OK, cell_task, run_cells
 from workflows.matrix.spec import Cell, Spec, training_key
 
-__all__ = ["CELLS_DIR", "RESULT_FILE", "MatrixRun", "cell_dir", "finished_result", "run_matrix"]
+__all__ = ["CELLS_DIR", "MODEL_FILE", "RESULT_FILE", "MatrixRun", "cell_dir", "finished_result",
+           "run_matrix"]
 
 log = logging.getLogger(__name__)
 
 CELLS_DIR = "cells"
 RESULT_FILE = "result.json"
+MODEL_FILE = "model.pt"
 PARENT_FILE = "mlflow_parent.json"
 
 
@@ -80,12 +85,25 @@ def finished_result(out_dir: str | Path, key: str) -> dict[str, Any] | None:
 def _write_cell(out_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
     """Replace the cell's folder by its result and files, all at once."""
     files = result.pop("files", {}) or {}
+    model = result.pop("model_bytes", None)
     with staged_outputs() as staged:
-        d = staged.folder(cell_dir(out_dir, result["key"]), allowed_suffixes={".json"})
+        d = staged.folder(cell_dir(out_dir, result["key"]), allowed_suffixes={".json", ".pt"})
         for name, obj in files.items():
             write_json(d / name, obj)
+        if model is not None:
+            (d / MODEL_FILE).write_bytes(model)
         write_json(d / RESULT_FILE, result)
     return result
+
+
+def _kept_models(spec: Spec, out_dir: Path, results: dict[str, dict[str, Any]]
+                 ) -> dict[str, str]:
+    """Training key → a finished cell of that key whose folder keeps its model."""
+    kept: dict[str, str] = {}
+    for cell in spec.cells:
+        if cell.key in results and (cell_dir(out_dir, cell.key) / MODEL_FILE).is_file():
+            kept.setdefault(training_key(cell.cfg), cell.key)
+    return kept
 
 
 def _task_options(spec: Spec) -> tuple[dict[str, Any], ray_utils.Request]:
@@ -213,16 +231,21 @@ def _run_cells(spec: Spec, todo: list[Cell], base: WorkflowConfig, parent_id: st
     threads = max(1, int(s.cpus_per_cell))
     rows = spec.file.rows
     pending = _groups(todo)
+    kept = _kept_models(spec, out_dir, results)
     inflight: dict[Any, list[Cell]] = {}
     while pending or inflight:
         while pending and len(inflight) < limit:
             group = pending.pop(0)
+            source = kept.get(training_key(group[0].cfg))
+            model = ((cell_dir(out_dir, source) / MODEL_FILE).read_bytes()
+                     if source is not None else None)
             tasks = [cell_task(portable_config(cell.cfg), key=cell.key, rows=cell.rows,
                                seed=cell.seed, labels=[rows[r].label for r in cell.rows],
                                tables=sorted({t for r in cell.rows for t in rows[r].tables}),
                                parent_run_id=parent_id, log_model=s.log_models,
-                               workers=s.workers_per_cell)
-                     for cell in group]
+                               workers=s.workers_per_cell, keep_model=s.keep_models,
+                               model=model if i == 0 else None, model_from=source)
+                     for i, cell in enumerate(group)]
             inflight[remote.remote(tasks, threads)] = group
         ready, _ = ray.wait(list(inflight), num_returns=1)
         for ref in ready:

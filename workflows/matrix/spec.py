@@ -57,6 +57,7 @@ class MatrixSettings:
     workers_per_cell: int = 0
     log_models: bool = False
     confidence: float = 0.95
+    keep_models: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,14 @@ def _settings(raw: Any, where: str) -> MatrixSettings:
     log_models = raw.get("log_models", s.log_models)
     if not isinstance(log_models, bool):
         raise ConfigError(f"{where}: matrix.log_models must be true or false")
+    keep_models = raw.get("keep_models", s.keep_models)
+    if not isinstance(keep_models, bool):
+        raise ConfigError(f"{where}: matrix.keep_models must be true or false")
     preset = raw.get("preset", s.preset)
     if not isinstance(preset, str):
         raise ConfigError(f"{where}: matrix.preset must be a preset name")
-    return MatrixSettings(preset, tuple(seeds), float(cpus), workers, log_models, conf)
+    return MatrixSettings(preset, tuple(seeds), float(cpus), workers, log_models, conf,
+                          keep_models)
 
 
 def load_matrix_file(path: str | Path = DEFAULT_ROWS) -> MatrixFile:
