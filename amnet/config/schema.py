@@ -123,6 +123,11 @@ class ModelConfig:
                                                  "every level before attention: sinusoidal "
                                                  "code of each step's snippet index (shared "
                                                  "by all levels); none = no position input")
+    attention_conv: int = _f(0, ge=0, help="kernel of a depthwise temporal conv (+ LayerNorm) "
+                             "on the self-attention's query, key and value inputs, as "
+                             "ActionFormer's convolutional projections (3 there); gives the "
+                             "attention the order of its neighbours; 0 = linear projections "
+                             "only (Eq. 5 as written)")
     drop_path: float = _f(0.0, ge=0, lt=1, help="stochastic depth: probability of dropping "
                           "each residual branch of the GAM blocks per video; 0 = off")
     ame_init_scale: float = _f(1.0, ge=0, help="scale of the AME output layer's initial "

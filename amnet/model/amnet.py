@@ -42,6 +42,9 @@ class AMNet(nn.Module):
         if cfg.attention_window and (cfg.attention_window < 3 or cfg.attention_window % 2 == 0):
             raise ConfigError(f"model.attention_window must be 0 (global) or an odd number >= 3, "
                               f"got {cfg.attention_window}")
+        if cfg.attention_conv and (cfg.attention_conv < 3 or cfg.attention_conv % 2 == 0):
+            raise ConfigError(f"model.attention_conv must be 0 (none) or an odd number >= 3, "
+                              f"got {cfg.attention_conv}")
         if cfg.head_kernel % 2 != 1:
             raise ConfigError(f"model.head_kernel must be odd, got {cfg.head_kernel}")
         self.cfg = cfg
@@ -62,7 +65,8 @@ class AMNet(nn.Module):
                        depth=cfg.gam_depth, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
                        self_attention=cfg.self_attention, group=cfg.gam,
                        short_levels=cfg.short_levels, window=cfg.attention_window,
-                       position=cfg.position, drop_path=cfg.drop_path)
+                       position=cfg.position, drop_path=cfg.drop_path,
+                       attention_conv=cfg.attention_conv)
         self.heads = Heads(cfg.embed_dim, num_classes, cfg.fpn_levels, layers=cfg.head_layers,
                            kernel=cfg.head_kernel, prior_prob=cfg.prior_prob,
                            matching=cfg.matching_head)

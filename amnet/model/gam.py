@@ -142,12 +142,18 @@ class SelfAttentionBlock(nn.Module):
 
     ``forward(x, mask, level)``: x (B, T, D), mask (B, T) → (B, T, D), padded steps zero.
     ``window`` > 0: local attention (:func:`local_attention`) instead of global;
-    ``drop_path``: stochastic depth on both residual branches.
+    ``drop_path``: stochastic depth on both residual branches; ``conv`` > 0: a depthwise
+    temporal conv of that kernel and a LayerNorm on each of the query, key and value inputs
+    before their projections (ActionFormer's convolutional attention projections): each step's
+    q, k, v see their neighbours in order, which the attention itself (no position input)
+    does not.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float,
-                 window: int = 0, drop_path: float = 0.0) -> None:
+                 window: int = 0, drop_path: float = 0.0, conv: int = 0) -> None:
         super().__init__()
+        if conv and (conv < 3 or conv % 2 == 0):
+            raise ValueError(f"attention conv kernel must be 0 (none) or odd and >= 3, got {conv}")
         self.heads = heads
         self.dropout = dropout
         self.window = window
@@ -157,9 +163,25 @@ class SelfAttentionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = _MLP(dim, mlp_ratio, dropout)
         self.drop_path = DropPath(drop_path)
+        self.convs = self.conv_norms = None
+        if conv:
+            self.convs = nn.ModuleList(nn.Conv1d(dim, dim, conv, padding=conv // 2, groups=dim,
+                                                 bias=False) for _ in range(3))
+            self.conv_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
+
+    def _qkv(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = self.norm1(x)
+        if self.convs is None:
+            return self.qkv(h).chunk(3, dim=-1)
+        # padded steps zeroed first, so a conv sees zeros there as at the video's ends
+        h = (h * mask[..., None].to(h.dtype)).transpose(1, 2)                   # (B, D, T)
+        return tuple(F.linear(norm(conv(h).transpose(1, 2)), w, b)
+                     for conv, norm, w, b in zip(self.convs, self.conv_norms,
+                                                 self.qkv.weight.chunk(3),
+                                                 self.qkv.bias.chunk(3), strict=True))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, level: int = 0) -> torch.Tensor:
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        q, k, v = self._qkv(x, mask)
         drop = self.dropout if self.training else 0.0
         if self.window:
             att = local_attention(q, level, [(k, v, mask, level)], self.heads, self.window, drop)
@@ -256,13 +278,15 @@ class GAM(nn.Module):
     cost is linear in T; ``position="sinusoidal"`` adds a sinusoidal code of each step's
     snippet index to every level before the attention blocks (none by default: the model's
     only position cue is then the convs' zero padding at the video's ends); ``drop_path`` is
-    stochastic depth on every residual branch of the attention blocks.
+    stochastic depth on every residual branch of the attention blocks; ``attention_conv`` > 0
+    gives the per-level self-attention ActionFormer's depthwise-conv q/k/v projections
+    (:class:`SelfAttentionBlock`).
     """
 
     def __init__(self, in_dim: int, dim: int, levels: int, *, heads: int, depth: int,
                  mlp_ratio: float, dropout: float, self_attention: bool, group: bool,
                  short_levels: int = 0, window: int = 0, position: str = "none",
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, attention_conv: int = 0) -> None:
         super().__init__()
         if window and (window < 3 or window % 2 == 0):
             raise ValueError(f"attention window must be 0 (global) or odd and >= 3, got {window}")
@@ -283,7 +307,8 @@ class GAM(nn.Module):
         if self_attention:
             for _ in range(depth):
                 self.self_blocks.append(nn.ModuleList(
-                    SelfAttentionBlock(dim, heads, mlp_ratio, dropout, window, drop_path)
+                    SelfAttentionBlock(dim, heads, mlp_ratio, dropout, window, drop_path,
+                                       attention_conv)
                     for _ in range(levels)))
                 if group:
                     self.cross_blocks.append(GroupCrossAttention(dim, heads, mlp_ratio, dropout,

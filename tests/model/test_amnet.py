@@ -17,6 +17,7 @@ SMALL = ["model.embed_dim=16", "model.n_heads=2", "model.fpn_levels=4", "model.g
 SWITCHES = {
     "full": [],
     "window": ["model.attention_window=3", "model.position=sinusoidal"],
+    "attention_conv": ["model.attention_window=3", "model.attention_conv=3"],
     "no_gam": ["model.gam=false"],
     "baseline": ["model.ame=false", "model.gam=false", "model.self_attention=false",
                  "model.matching_head=false"],
@@ -164,3 +165,5 @@ def test_invalid_inputs_and_switch_combinations() -> None:
     for bad in (1, 4):
         with pytest.raises(ConfigError, match="attention_window"):
             _model(f"model.attention_window={bad}")
+        with pytest.raises(ConfigError, match="attention_conv"):
+            _model(f"model.attention_conv={bad}")

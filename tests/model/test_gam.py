@@ -68,7 +68,8 @@ def _gam(**kw) -> GAM:
 
 @pytest.mark.parametrize("kw", [{}, {"group": False}, {"self_attention": False, "group": False},
                                 {"short_levels": 1}, {"window": 3}, {"window": 5, "group": False},
-                                {"position": "sinusoidal"}, {"window": 3, "short_levels": 1}])
+                                {"position": "sinusoidal"}, {"window": 3, "short_levels": 1},
+                                {"attention_conv": 3}, {"attention_conv": 3, "window": 5}])
 def test_gam_levels_shapes_and_padding_invariance(kw: dict) -> None:
     torch.manual_seed(0)
     gam = _gam(**kw)
@@ -163,6 +164,22 @@ def test_local_attention_with_a_window_covering_everything_is_global() -> None:
     glob = masked_attention(q, k, v, m, heads=2)
     loc = local_attention(q, 0, [(k, v, m, 0)], heads=2, window=2 * 37 + 1, block=8)
     torch.testing.assert_close(loc[:, :25], glob[:, :25], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_conv_gives_order_inside_the_window() -> None:
+    """Without the conv, local attention is blind to the order of its window (swap two
+    neighbours of a step: its output stays); with ActionFormer's depthwise conv it is not."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 40, 8)
+    m = torch.ones(1, 40, dtype=torch.bool)
+    swapped = x.clone()
+    swapped[0, [19, 21]] = x[0, [21, 19]]
+    plain = SelfAttentionBlock(8, 2, 2.0, 0.0, window=5).eval()
+    conv = SelfAttentionBlock(8, 2, 2.0, 0.0, window=5, conv=3).eval()
+    torch.testing.assert_close(plain(swapped, m)[0, 20], plain(x, m)[0, 20])
+    assert not torch.allclose(conv(swapped, m)[0, 20], conv(x, m)[0, 20])
+    with pytest.raises(ValueError, match="conv kernel"):
+        SelfAttentionBlock(8, 2, 2.0, 0.0, conv=2)
 
 
 def test_windowed_self_attention_block_is_local_global_is_not() -> None:

@@ -107,5 +107,6 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         # voting on the ActionFormer-like models is compared with those same models
         PaperRow("actionformer_like_voting", "ours (not in the paper)",
                  vs="actionformer_like"),
+        PaperRow("actionformer_like_conv", "ours (not in the paper)", vs="actionformer_like"),
     )),
 )
