@@ -202,7 +202,8 @@ def test_kept_models_are_scored_by_a_later_scoring_only_row(project: dict, ray_c
     rows_file = tmp_path / "ablations.yaml"
     rows_file.write_text(yaml.safe_dump(rows, allow_unicode=True))
     out = tmp_path / "out"
-    first = run_matrix(build_spec(project["params"], rows_file, preset="ok", seeds=[0]), out)
+    ok = build_spec(project["params"], rows_file, preset="ok", seeds=[0])
+    first = run_matrix(ok, out)
     shared = build_spec(project["params"], rows_file, preset="shared", seeds=[0])
     full, top3 = shared.by_row_seed[("full", 0)], shared.by_row_seed[("full_top3", 0)]
     assert not first.failed and full in first.ran
@@ -218,12 +219,15 @@ def test_kept_models_are_scored_by_a_later_scoring_only_row(project: dict, ray_c
     together = run_matrix(build_spec(project["params"], project["rows"], preset="shared",
                                      seeds=[0]), tmp_path / "together")
     assert later.results[top3]["metrics"] == together.results[top3]["metrics"]
-    # a damaged kept model: the row trains instead, with the same numbers
-    kept.write_bytes(b"not a checkpoint")
-    shutil.rmtree(cell_dir(out, top3))
-    again = run_matrix(shared, out)
-    assert again.ran == [top3] and "trained_in" not in again.results[top3]
-    assert again.results[top3]["metrics"] == together.results[top3]["metrics"]
+    # a foreign or damaged kept model: the row trains instead, with the same numbers
+    base = cell_dir(out, ok.by_row_seed[("baseline", 0)]) / MODEL_FILE
+    for content in (base.read_bytes(), b"not a checkpoint"):  # the baseline's model, garbage
+        assert base != kept and base.is_file()
+        kept.write_bytes(content)
+        shutil.rmtree(cell_dir(out, top3))
+        again = run_matrix(shared, out)
+        assert again.ran == [top3] and "trained_in" not in again.results[top3]
+        assert again.results[top3]["metrics"] == together.results[top3]["metrics"]
 
 
 @pytest.mark.slow

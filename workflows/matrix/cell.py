@@ -77,9 +77,10 @@ def run_cells(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     trained_in = tasks[0]["key"]
     if tasks[0].get("model") is not None:
         try:
-            shared["model"], shared["classes"] = _load_kept(tasks[0]["model"])
+            cfg0 = from_dict(tasks[0]["cfg"], f"matrix cell {tasks[0]['rows'][0]}")
+            shared["model"], shared["classes"] = _load_kept(tasks[0]["model"], cfg0)
             trained_in = tasks[0]["model_from"]
-        except Exception as e:  # a damaged model.pt costs a training, not the cells
+        except Exception as e:  # a damaged or foreign model.pt costs a training, not the cells
             log.warning("matrix cell %s: the kept model of cell %s does not load (%s); "
                         "training instead", tasks[0]["key"], tasks[0]["model_from"],
                         error_line(e))
@@ -185,14 +186,18 @@ def _train_and_score(cfg: WorkflowConfig, task: dict[str, Any], run_id: str | No
     return metrics, files
 
 
-def _load_kept(data: bytes) -> tuple[Any, list[str]]:
-    """A kept model (inference checkpoint bytes) → (model in eval mode, class names)."""
+def _load_kept(data: bytes, cfg: WorkflowConfig) -> tuple[Any, list[str]]:
+    """A kept model (inference checkpoint bytes) → (model in eval mode, class names); refused
+    unless it was trained with ``cfg``'s training settings (its stored config says)."""
     from amnet.engine import load_model_for_inference
+    from workflows.matrix.spec import training_key
 
     with tempfile.TemporaryDirectory(prefix="amnet-kept-") as tmp:
         path = Path(tmp) / "model.pt"
         path.write_bytes(data)
-        model, _, classes = load_model_for_inference(path)
+        model, stored, classes = load_model_for_inference(path, schema=WorkflowConfig)
+    if training_key(stored) != training_key(cfg):
+        raise ValueError("it was trained with other settings than this cell's")
     return model, list(classes)
 
 
