@@ -64,3 +64,19 @@ def test_a_row_override_that_does_not_validate_names_the_row(tmp_path: Path) -> 
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     with pytest.raises(ConfigError, match=r"ablation row 'bad'.*loss\.lambda1"):
         build_spec(REPO / "params" / "default.yaml", path)
+
+
+def test_cell_keys_hold_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished cell is reused only by the code that computed it: the key changes with the
+    code fingerprint (every .py of amnet/ and workflows/), which reads the files."""
+    from workflows.matrix import spec as spec_mod
+
+    before = build_spec(REPO / "params" / "default.yaml", ROWS)
+    fp = spec_mod.code_fingerprint()
+    assert len(fp) == 16 and fp == spec_mod.code_fingerprint()
+    monkeypatch.setattr(spec_mod, "code_fingerprint", lambda: "edited")
+    after = build_spec(REPO / "params" / "default.yaml", ROWS)
+    assert len(after.cells) == len(before.cells)
+    assert not {c.key for c in after.cells} & {c.key for c in before.cells}
+    assert spec_mod.training_key(after.cells[0].cfg) != spec_mod.training_key(
+        before.cells[0].cfg)

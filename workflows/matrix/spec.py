@@ -5,7 +5,10 @@ row's overrides, then any command-line ``-s``; a seed sets ``train.seed``. A cel
 (resolved config, seed); its key is a hash of that config without the sections that change
 where and how it runs but not what it computes (``tracking``, ``ray``, ``sweep``,
 ``extract``), so rows that resolve to the same config share one cell, and a finished cell is
-recognised on a rerun whatever the row is called.
+recognised on a rerun whatever the row is called. The key also holds a fingerprint of the
+project's code (:func:`code_fingerprint`): a finished cell is reused only by the code that
+computed it, so after an edit of ``amnet/`` or ``workflows/`` a rerun (``dvc repro`` keeps the
+persisted cells) recomputes the cells instead of reporting the old code's numbers.
 
 Cells whose configs differ only in how a trained model is scored (the ``infer`` and ``eval``
 sections: Soft-NMS, voting, top-k, confidence formula at test time) have the same
@@ -16,6 +19,7 @@ difference against its reference row holds the trained weights fixed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -29,7 +33,7 @@ from amnet.errors import ConfigError
 from workflows.config import WorkflowConfig, load_config
 
 __all__ = ["DEFAULT_ROWS", "Cell", "MatrixFile", "MatrixSettings", "Row", "Spec", "build_spec",
-           "cell_key", "load_matrix_file", "training_key"]
+           "cell_key", "code_fingerprint", "load_matrix_file", "training_key"]
 
 DEFAULT_ROWS = "params/ablations.yaml"
 #: config sections that do not change what a cell computes (left out of its key)
@@ -197,15 +201,31 @@ def row_config(params: str | Path | None, row: Row, common: Sequence[str],
     return cfg.replace(f"tracking.experiment={cfg.tracking.experiment}-ablations")
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 (16 hex digits) of every ``.py`` file of the ``amnet`` and ``workflows``
+    packages this process imports, by relative path and content."""
+    import amnet
+    import workflows
+
+    h = hashlib.sha256()
+    for pkg in (amnet, workflows):
+        root = Path(pkg.__file__).resolve().parent
+        for f in sorted(root.rglob("*.py")):
+            h.update(f.relative_to(root.parent).as_posix().encode() + b"\0")
+            h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def _hash(cfg: WorkflowConfig, leave_out: Sequence[str]) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if k not in leave_out}
-    text = json.dumps(d, sort_keys=True, default=str)
+    text = json.dumps({"config": d, "code": code_fingerprint()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cell_key(cfg: WorkflowConfig) -> str:
     """Hash of what a cell computes: its resolved config (seed included) minus
-    :data:`UNKEYED`; 16 hex digits."""
+    :data:`UNKEYED`, and the code (:func:`code_fingerprint`); 16 hex digits."""
     return _hash(cfg, UNKEYED)
 
 
