@@ -72,11 +72,11 @@ def test_cell_keys_hold_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
     from workflows.matrix import spec as spec_mod
 
     before = build_spec(REPO / "params" / "default.yaml", ROWS)
+    trained = spec_mod.training_key(before.cells[0].cfg)
     fp = spec_mod.code_fingerprint()
     assert len(fp) == 16 and fp == spec_mod.code_fingerprint()
     monkeypatch.setattr(spec_mod, "code_fingerprint", lambda: "edited")
     after = build_spec(REPO / "params" / "default.yaml", ROWS)
     assert len(after.cells) == len(before.cells)
     assert not {c.key for c in after.cells} & {c.key for c in before.cells}
-    assert spec_mod.training_key(after.cells[0].cfg) != spec_mod.training_key(
-        before.cells[0].cfg)
+    assert spec_mod.training_key(before.cells[0].cfg) != trained
