@@ -12,7 +12,8 @@ one whole video of each ``--infer-lengths`` (default 2,304 and 9,216 snippets; m
 the last column is the time ratio of the longest to the shortest (4 = linear in T for 4x the
 length, 16 = quadratic). Variants: the Table 2 rows, ``full_window19`` (the full model with
 ``model.attention_window=19``) and ``actionformer_like`` (per-level self-attention only,
-window 19: the issue-16 reference).
+window 19: the issue-16 reference; ``actionformer_like_conv`` adds ActionFormer's depthwise-conv
+q/k/v projections).
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` per variant; on CPU each variant runs
 in a fresh subprocess and reports its peak resident set size (weights + optimiser state +
@@ -64,6 +65,9 @@ VARIANTS: dict[str, list[str]] = {
     "full_window19": ["model.attention_window=19"],
     "actionformer_like": ["model.ame=false", "model.gam=false", "model.self_attention=true",
                           "model.attention_window=19"],
+    # ... with ActionFormer's depthwise-conv q/k/v projections (matrix row actionformer_like_conv)
+    "actionformer_like_conv": ["model.ame=false", "model.gam=false", "model.self_attention=true",
+                               "model.attention_window=19", "model.attention_conv=3"],
 }
 
 
