@@ -398,6 +398,32 @@ def test_topk_per_level_keeps_coarse_levels_that_a_global_topk_crowds_out() -> N
     assert np.allclose(long[:, 1] - long[:, 0], 40 * 4 / 30)
 
 
+def test_topk_per_level_on_a_batch_equals_each_video_alone() -> None:
+    """A batch of two videos (evaluation batches them) gives each video what it gets alone."""
+    gen = torch.Generator().manual_seed(3)
+    n0, n1, C = 30, 8, 3
+    lvl = torch.cat([torch.zeros(n0, dtype=torch.long), torch.ones(n1, dtype=torch.long)])
+    points = torch.cat([torch.arange(float(n0)) * 2 + 30, torch.arange(float(n1)) * 16 + 30])
+    strides = torch.cat([torch.ones(n0), torch.full((n1,), 2.0)])
+
+    def output(cls: torch.Tensor, offsets: torch.Tensor) -> ModelOutput:
+        return ModelOutput(cls_logits=cls, offsets=offsets, match_logits=None, points=points,
+                           strides=strides, level_ids=lvl,
+                           mask=torch.ones(len(cls), n0 + n1, dtype=torch.bool),
+                           level_lengths=[n0, n1])
+
+    cls = torch.randn(2, n0 + n1, C, generator=gen) * 3
+    offsets = torch.rand(2, n0 + n1, 2, generator=gen) * 10 + 0.5
+    cfg = InferConfig(confidence="sigmoid", pre_nms_topk=12, topk_per_level=5, max_detections=50)
+    both = postprocess(output(cls, offsets), [meta("a"), meta("b")], cfg)
+    for b, name in enumerate("ab"):
+        (alone,) = postprocess(output(cls[b:b + 1], offsets[b:b + 1]), [meta(name)], cfg)
+        assert both[b].video_id == name and len(both[b]) == len(alone) > 0
+        np.testing.assert_array_equal(both[b].labels, alone.labels)
+        np.testing.assert_allclose(both[b].scores, alone.scores)
+        np.testing.assert_allclose(both[b].segments, alone.segments)
+
+
 def test_postprocess_clips_and_drops_short_segments() -> None:
     N = 10
     cls = torch.full((1, N, 1), -20.0)

@@ -128,8 +128,8 @@ def _pre_nms_topk(scored: torch.Tensor, level_ids: torch.Tensor, cfg: InferConfi
     level_ids = level_ids.to(scored.device)
     tops, idxs = [], []
     for lvl in torch.unique(level_ids).tolist():
-        on = (level_ids == lvl)[None, :, None].expand_as(scored).reshape(1, N * C)
-        k = min(cfg.topk_per_level, int(on.sum()))
+        on = (level_ids == lvl)[None, :, None].expand_as(scored).reshape(B, N * C)
+        k = min(cfg.topk_per_level, int(on[0].sum()))
         t, i = torch.where(on, flat, torch.full_like(flat, -math.inf)).topk(k, dim=1)
         tops.append(t)
         idxs.append(i)
